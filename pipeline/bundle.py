@@ -1,0 +1,255 @@
+"""Model bundles: one folder that holds everything the engine needs.
+
+    config.yaml          the PipelineConfig the models were trained for
+    detector.pt          detector architecture (as a dict), class names, weights
+    extractor.pt         backbone name and weights
+    heads/<name>.pt      one file per verifier head, each with the spec that rebuilds it
+    metadata.json        format version, provenance, metrics, parameter counts, file hashes
+
+Weights are stored as plain tensors (loadable with ``weights_only=True``, so opening a bundle
+never executes pickled code) and in half precision by default to keep shipped bundles small.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from . import __version__
+from .config import HEAD_NAMES, PipelineConfig, dump_config, load_config
+from .errors import BundleError, SmokewatchError
+from .models import build_backbone, build_detector_network, detector_state, load_detector_weights
+from .verifier import HeadSpec, RecurrentHead, build_head, count_parameters
+
+FORMAT_VERSION = 1
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "bundles" / "default"
+EXTRACTOR_FORMAT = "smokewatch-extractor"
+HEAD_FORMAT = "smokewatch-head"
+
+
+class BundleMetadata(BaseModel):
+    """metadata.json. Provenance and metrics are open mappings: training code decides what it records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = Field(FORMAT_VERSION, description="Bundle layout version; loaders refuse others.")
+    name: str = Field("unnamed", description="Short name of the bundle.")
+    description: str = Field("", description="What the bundle is for.")
+    created_at: str = Field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        description="UTC time the bundle was written.",
+    )
+    smokewatch_version: str = Field(__version__, description="smokewatch version that wrote it.")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="How the models were made: data, seeds, commands, attribution."
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Scores measured on validation data.")
+    parameters: dict[str, int] = Field(default_factory=dict, description="Parameter count of each network.")
+    files: dict[str, str] = Field(default_factory=dict, description="sha256 of every weight file, by relative path.")
+
+
+@dataclass
+class ModelBundle:
+    """Networks plus their config and metadata, in memory. Networks are on the CPU in float32."""
+
+    config: PipelineConfig
+    detector: nn.Module
+    detector_names: dict[int, str]
+    backbone: nn.Module
+    feature_dim: int
+    heads: dict[str, RecurrentHead]
+    metadata: BundleMetadata = field(default_factory=BundleMetadata)
+    path: Path | None = None
+
+    @classmethod
+    def create(cls, config: PipelineConfig, heads: list[str] | None = None, **metadata: Any) -> "ModelBundle":
+        """A bundle built from its config: detector and backbone from their weights settings (random
+        when none), and freshly initialised heads (`heads` defaults to the configured one)."""
+        detector, names = build_detector_network(config.detector)
+        backbone, dim = build_backbone(config.extractor)
+        head_names = heads or [config.verifier.head]
+        built = {name: build_head(HeadSpec.from_config(config.verifier, dim, name)) for name in head_names}
+        clean = config.model_copy(update={"detector": config.detector.model_copy(update={"weights": None})})
+        return cls(clean, detector, names, backbone, dim, built, BundleMetadata(**metadata))
+
+    @property
+    def primary_head(self) -> str:
+        return self.config.verifier.head
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"detector": count_parameters(self.detector), "extractor": count_parameters(self.backbone)}
+        counts.update({f"head:{name}": count_parameters(head) for name, head in self.heads.items()})
+        return counts
+
+    def describe(self) -> dict[str, str]:
+        """Names of the three stages, as reported in results."""
+        ex = self.config.extractor
+        return {
+            "detector": Path(str(self.detector.yaml.get("yaml_file", self.config.detector.arch))).stem
+            if hasattr(self.detector, "yaml")
+            else self.config.detector.arch,
+            "extractor": f"{ex.backbone}@{ex.input_size}",
+            "verifier": self.primary_head,
+            "bundle": self.metadata.name,
+        }
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, half: bool = True) -> Path:
+        """Write the bundle folder (created if needed; existing weight files are replaced)."""
+        path = Path(path)
+        (path / "heads").mkdir(parents=True, exist_ok=True)
+        files: dict[str, Path] = {}
+        files["detector.pt"] = _save(path / "detector.pt", detector_state(self.detector, self.detector_names, half))
+        files["extractor.pt"] = _save(
+            path / "extractor.pt",
+            {
+                "format": EXTRACTOR_FORMAT,
+                "backbone": self.config.extractor.backbone,
+                "dim": self.feature_dim,
+                "state_dict": _tensors(self.backbone, half),
+            },
+        )
+        for stale in (path / "heads").glob("*.pt"):
+            if stale.stem not in self.heads:
+                stale.unlink()
+        for name, head in self.heads.items():
+            files[f"heads/{name}.pt"] = _save(
+                path / "heads" / f"{name}.pt",
+                {"format": HEAD_FORMAT, "spec": head.spec.model_dump(), "state_dict": _tensors(head, half)},
+            )
+        (path / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        self.metadata.parameters = self.parameter_counts()
+        self.metadata.files = {rel: _sha256(p) for rel, p in files.items()}
+        (path / "metadata.json").write_text(self.metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        self.path = path
+        return path
+
+    # --- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, heads: list[str] | None = None, verify: bool = True) -> "ModelBundle":
+        """Read a bundle folder. `heads` limits which head files are loaded (default: all present)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise BundleError(f"model bundle folder not found: {path}")
+        for required in ("config.yaml", "metadata.json", "detector.pt", "extractor.pt"):
+            if not (path / required).is_file():
+                raise BundleError(f"model bundle {path} is incomplete: {required} is missing")
+        try:
+            metadata = BundleMetadata.model_validate_json((path / "metadata.json").read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            raise BundleError(f"{path / 'metadata.json'} is not valid bundle metadata: {exc.errors()[0]['msg']}") from None
+        if metadata.format_version != FORMAT_VERSION:
+            raise BundleError(
+                f"bundle {path} has format version {metadata.format_version}; this smokewatch reads version "
+                f"{FORMAT_VERSION}"
+            )
+        try:
+            config = load_config(path / "config.yaml")
+        except SmokewatchError as exc:
+            raise BundleError(f"bundle {path}: {exc}") from None
+        if verify:
+            _verify_hashes(path, metadata)
+
+        detector, names = load_detector_weights(path / "detector.pt")
+        ex = _load(path / "extractor.pt", EXTRACTOR_FORMAT)
+        if ex["backbone"] != config.extractor.backbone:
+            raise BundleError(
+                f"bundle {path}: extractor.pt holds a {ex['backbone']} but config.yaml asks for "
+                f"{config.extractor.backbone}"
+            )
+        backbone, dim = build_backbone(config.extractor, load_weights=False)
+        _load_state(backbone, ex["state_dict"], path / "extractor.pt")
+
+        available = sorted(p.stem for p in (path / "heads").glob("*.pt")) if (path / "heads").is_dir() else []
+        wanted = heads or available
+        missing = [h for h in wanted if h not in available]
+        if missing:
+            raise BundleError(
+                f"bundle {path} has no head {', '.join(missing)} (it has: {', '.join(available) or 'none'})"
+            )
+        if config.verifier.head not in wanted and heads is None:
+            raise BundleError(
+                f"bundle {path}: config.yaml selects head '{config.verifier.head}' but heads/ holds "
+                f"{', '.join(available) or 'nothing'}"
+            )
+        loaded: dict[str, RecurrentHead] = {}
+        for name in sorted(wanted, key=HEAD_NAMES.index):
+            blob = _load(path / "heads" / f"{name}.pt", HEAD_FORMAT)
+            spec = HeadSpec.model_validate(blob["spec"])
+            if spec.input_dim != dim:
+                raise BundleError(
+                    f"bundle {path}: head {name} expects {spec.input_dim}-value features but the "
+                    f"{config.extractor.backbone} extractor gives {dim}"
+                )
+            head = build_head(spec)
+            _load_state(head, blob["state_dict"], path / "heads" / f"{name}.pt")
+            loaded[name] = head.eval()
+        return cls(config, detector.eval(), names, backbone, dim, loaded, metadata, path)
+
+
+def _tensors(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in module.state_dict().items()}
+
+
+def _save(path: Path, blob: dict[str, Any]) -> Path:
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)  # never leave a half-written weight file behind
+    return path
+
+
+def _load(path: Path, fmt: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise BundleError(f"bundle file missing: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BundleError(f"{path} cannot be read as smokewatch weights: {str(exc).splitlines()[0]}") from None
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise BundleError(f"{path} is not a {fmt} file")
+    return blob
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], origin: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{origin} does not match its architecture: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_hashes(path: Path, metadata: BundleMetadata) -> None:
+    for rel, expected in metadata.files.items():
+        file = path / rel
+        if not file.is_file():
+            raise BundleError(f"bundle {path}: {rel} is listed in metadata.json but missing")
+        if _sha256(file) != expected:
+            raise BundleError(
+                f"bundle {path}: {rel} does not match the hash in metadata.json (replaced or corrupted file)"
+            )
+
+
+def bundle_hash(path: str | Path) -> str:
+    """A short fingerprint of a saved bundle: the hash of its metadata, which lists every file's hash."""
+    return hashlib.sha256(Path(path, "metadata.json").read_bytes()).hexdigest()[:16]
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path, "metadata.json").read_text(encoding="utf-8"))

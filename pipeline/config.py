@@ -1,0 +1,272 @@
+"""Configuration of the whole pipeline, one pydantic model per stage.
+
+A config is what a model bundle carries in ``config.yaml`` and what a user edits. Unknown keys
+are refused so that a typo (``treshold:``) fails loudly instead of silently running defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+HeadName = Literal["lstm", "deep-lstm", "bilstm", "deep-bilstm", "gru", "deep-gru"]
+HEAD_NAMES: tuple[str, ...] = ("lstm", "deep-lstm", "bilstm", "deep-bilstm", "gru", "deep-gru")
+BackboneName = Literal[
+    "resnet50", "resnet34", "resnet18", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0"
+]
+
+
+class StrictModel(BaseModel):
+    """Base for every config record: unknown keys are an error, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingConfig(StrictModel):
+    """Which decoded frames enter the pipeline."""
+
+    fps: float | None = Field(
+        4.0,
+        gt=0,
+        description="Frames per second kept from video files and streams (by timestamp); "
+        "null keeps every decoded frame. Clips at 25-30 fps need only a few per second.",
+    )
+    folder_stride: int = Field(
+        1, ge=1, description="Keep every n-th image of a folder of frames (1 keeps every frame)."
+    )
+    folder_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between consecutive images of a folder of frames, used to give "
+        "them times (FIgLib lookout sequences: 60).",
+    )
+    max_frames: int | None = Field(
+        None, ge=1, description="Stop after this many kept frames; null reads the whole source."
+    )
+
+
+class TileConfig(StrictModel):
+    """Overlapping tiles for large lookout frames, where a young plume is a few dozen pixels."""
+
+    size: int = Field(640, ge=64, description="Tile side in source pixels (tiles are square).")
+    overlap: int = Field(64, ge=0, description="Overlap between neighbouring tiles in source pixels.")
+    include_full_frame: bool = Field(
+        True, description="Also run the detector on the whole frame, for plumes larger than a tile."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "TileConfig":
+        if self.overlap >= self.size:
+            raise ValueError("tiles.overlap must be smaller than tiles.size")
+        return self
+
+
+class DetectorConfig(StrictModel):
+    """The YOLO stage that proposes smoke candidates in each frame (recall first)."""
+
+    arch: str = Field(
+        "yolov3-tinyu.yaml",
+        description="ultralytics model yaml the detector is built from (yolov3u.yaml, "
+        "yolov3-tinyu.yaml, yolov8n.yaml, yolo11n.yaml, ...), or a path to a custom yaml.",
+    )
+    weights: Path | None = Field(
+        None,
+        description="Local weights file: an ultralytics .pt checkpoint or a smokewatch detector.pt. "
+        "In a bundle this is set by the bundle; null builds an untrained model from `arch`.",
+    )
+    imgsz: int = Field(640, ge=32, description="Detector input side in pixels (a multiple of 32).")
+    conf: float = Field(
+        0.05, ge=0.0, le=1.0, description="Lowest box confidence kept; low, since the verifier filters."
+    )
+    iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU above which overlapping boxes are suppressed (NMS).")
+    max_det: int = Field(20, ge=1, description="Most boxes kept per frame, highest confidence first.")
+    smoke_class: int | str = Field(
+        "smoke",
+        description="Class of the detector that means smoke: its name, or its index. Other classes "
+        "(fire, ...) are ignored.",
+    )
+    tiles: TileConfig | None = Field(
+        None, description="Run the detector on overlapping tiles of each frame; null runs it on the whole frame."
+    )
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride_multiple(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError("detector.imgsz must be a multiple of 32")
+        return v
+
+
+class TubeConfig(StrictModel):
+    """Linking boxes across frames into candidate regions and cutting their windows ("smoke tubes")."""
+
+    window: int = Field(8, ge=1, le=64, description="T: number of frames in each verified window.")
+    stride: int = Field(
+        1, ge=1, description="A candidate gets a new window every `stride` kept frames."
+    )
+    margin: float = Field(
+        0.25, ge=0.0, le=3.0, description="Box expansion on each side, as a fraction of its size."
+    )
+    square: bool = Field(
+        True, description="Make crop regions square (around the box centre) so thin plumes are not stretched."
+    )
+    min_size: int = Field(32, ge=8, description="Smallest crop region side in source pixels.")
+    grid: int = Field(
+        8,
+        ge=1,
+        description="Region corners snap to this many pixels, so a jittering box keeps its region "
+        "and its cached crop features.",
+    )
+    keep_cover: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="A region is kept while this fraction of the new expanded box lies inside it "
+        "(and it is not far larger); otherwise it moves to the new box.",
+    )
+    link_iou: float = Field(0.2, ge=0.0, le=1.0, description="Lowest IoU that links a box to an existing candidate.")
+    max_missed: int = Field(
+        2, ge=0, description="Frames a candidate may go without a box before it is dropped."
+    )
+    max_tracks: int = Field(16, ge=1, description="Most candidates followed at once (highest confidence first).")
+    pad_short: bool = Field(
+        True,
+        description="At the start of a source, fewer than T frames exist: repeat the oldest one "
+        "to fill the window instead of waiting (lets a short clip or a single image be verified).",
+    )
+
+
+class ExtractorConfig(StrictModel):
+    """The CNN that turns each crop into one feature vector."""
+
+    backbone: BackboneName = Field(
+        "resnet50", description="torchvision backbone used without its classifier (resnet50 gives 2048 values)."
+    )
+    input_size: int = Field(224, ge=32, le=512, description="Crop side fed to the backbone, in pixels.")
+    weights: str = Field(
+        "none",
+        description="'none' (random, to be trained), 'imagenet' (torchvision's ImageNet weights; "
+        "needs them in the torch cache or a network), or a path to a state_dict file.",
+    )
+
+
+class VerifierConfig(StrictModel):
+    """The recurrent head that reads T feature vectors and gives p(smoke)."""
+
+    head: HeadName = Field("deep-bilstm", description="Which of the six recurrent heads decides.")
+    hidden_size: int = Field(256, ge=4, description="Units per recurrent layer (per direction).")
+    num_layers: int | None = Field(
+        None, ge=1, le=8, description="Recurrent layers; null means 1 for single heads and 3 for deep ones."
+    )
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout between layers and before the classifier.")
+    proj_dim: int | None = Field(
+        None, ge=4, description="Project features to this size before the recurrent layers (keeps heads small)."
+    )
+
+
+class DecisionConfig(StrictModel):
+    """How window probabilities become verified regions and a clip verdict."""
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="p(smoke) at or above which a window is verified.")
+    confirm_k: int = Field(1, ge=1, description="A region is confirmed when k of its last n windows are verified.")
+    confirm_n: int = Field(1, ge=1, description="n in the k-of-n confirmation rule.")
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> "DecisionConfig":
+        if self.confirm_k > self.confirm_n:
+            raise ValueError("decision.confirm_k must not exceed decision.confirm_n")
+        return self
+
+
+class RuntimeConfig(StrictModel):
+    """Where and how the models run."""
+
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
+    half: bool = Field(True, description="Use half precision on CUDA (ignored on CPU).")
+    batch_frames: int = Field(
+        8, ge=1, description="Kept frames processed together (features of a whole chunk run as one batch)."
+    )
+    feature_batch: int = Field(64, ge=1, description="Most crops sent through the backbone at once.")
+
+
+class PipelineConfig(StrictModel):
+    """Everything the engine needs besides weights."""
+
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Frame sampling.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Candidate detector.")
+    tubes: TubeConfig = Field(default_factory=TubeConfig, description="Candidate linking and windows.")
+    extractor: ExtractorConfig = Field(default_factory=ExtractorConfig, description="Crop feature extractor.")
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig, description="Recurrent verifier.")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Verification decision.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Device and batching.")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
+        """Copy with dotted-key overrides applied (``{"decision.threshold": 0.7}``), validated."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"unknown config section '{key}' in override '{dotted}'")
+                node = node[key]
+            node[leaf] = value
+        return parse_config(data, origin="overrides")
+
+
+# Settings the networks of a bundle were built with: changing them needs a different bundle.
+FIXED_BY_BUNDLE = frozenset(
+    {
+        "detector.arch",
+        "detector.weights",
+        "extractor.backbone",
+        "extractor.weights",
+        "verifier.hidden_size",
+        "verifier.num_layers",
+        "verifier.dropout",
+        "verifier.proj_dim",
+    }
+)
+
+
+def override_bundle_config(config: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
+    """Apply run-time overrides to a bundle's config, refusing those that would not fit its networks."""
+    fixed = sorted(k for k in overrides if k in FIXED_BY_BUNDLE or k.split(".")[0] in FIXED_BY_BUNDLE)
+    if fixed:
+        raise ConfigError(f"{', '.join(fixed)} cannot be overridden: the model bundle's networks fix it")
+    return config.with_overrides(overrides) if overrides else config
+
+
+def parse_config(data: dict[str, Any] | None, origin: str = "config") -> PipelineConfig:
+    """Validate a mapping into a PipelineConfig, turning pydantic errors into one readable ConfigError."""
+    try:
+        return PipelineConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {origin}: {problems}") from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a YAML config file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return parse_config(data, origin=f"config file {path}")
+
+
+def dump_config(config: PipelineConfig) -> str:
+    """YAML text of a config, in declaration order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,291 @@
+"""The engine: a model bundle put to work on frames.
+
+    source -> sampler -> detector -> tubes -> features -> verifier -> decision
+
+:class:`Engine` owns the networks (loaded once, on one device). :class:`Session` owns the state
+of one source or one camera stream (tracks, cached crop features, the last frames, decisions),
+so one engine can serve many clips and streams. Frames are processed in chunks: the detector and
+the backbone each see a whole chunk as one batch, which is where a GPU earns its keep, while the
+tube builder still walks the frames in order.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .bundle import ModelBundle
+from .config import PipelineConfig
+from .decision import RegionDecider
+from .detector import Detector
+from .errors import BundleError
+from .features import CropFeatureCache, FeatureExtractor, cut_crop
+from .models import fuse_for_inference, resolve_device, smoke_class_index
+from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequest, WindowResult
+from .sampler import Sampler
+from .sources import FrameSource, expected_kept_frames, open_source
+from .tubes import TubeBuilder
+
+
+class Engine:
+    """Networks of one bundle on one device. Not thread-safe: use one engine per worker thread."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        device: str | None = None,
+        heads: Iterable[str] | None = None,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.config = config or bundle.config
+        self.device = resolve_device(device or self.config.runtime.device)
+        half = self.config.runtime.half and self.device.type == "cuda"
+        dtype = torch.float16 if half else torch.float32
+
+        names = list(heads) if heads is not None else list(bundle.heads)
+        unknown = [h for h in names if h not in bundle.heads]
+        if unknown:
+            raise BundleError(f"the model bundle has no head {', '.join(unknown)} (it has {', '.join(bundle.heads)})")
+        self.primary = self.config.verifier.head if self.config.verifier.head in names else names[0]
+
+        network = fuse_for_inference(copy.deepcopy(bundle.detector)).to(self.device, dtype)
+        self.detector = Detector(
+            network,
+            self.config.detector,
+            class_index=smoke_class_index(bundle.detector_names, self.config.detector.smoke_class),
+            device=self.device,
+            half=half,
+            name=bundle.describe()["detector"],
+        )
+        backbone = copy.deepcopy(bundle.backbone).eval().to(self.device, dtype)
+        backbone = backbone.to(memory_format=torch.channels_last)
+        ex = self.config.extractor
+        self.extractor = FeatureExtractor(
+            backbone, bundle.feature_dim, ex.input_size, self.device, half, f"{ex.backbone}@{ex.input_size}"
+        )
+        # Heads are tiny; they run in float32 for stable recurrences even when the CNNs run in half.
+        self.heads = {name: copy.deepcopy(bundle.heads[name]).eval().to(self.device) for name in names}
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str | None = None, heads: Iterable[str] | None = None) -> "Engine":
+        wanted = list(heads) if heads is not None else None
+        return cls(ModelBundle.load(path, heads=wanted), device=device, heads=wanted)
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        names = self.bundle.describe()
+        names["verifier"] = self.primary
+        return names
+
+    def session(self) -> "Session":
+        return Session(self)
+
+    def open(self, path: str | Path) -> FrameSource:
+        return open_source(path, folder_interval_s=self.config.sampling.folder_interval_s)
+
+    def run(self, source: FrameSource, session: "Session | None" = None) -> Iterator[FrameResult]:
+        """Sample a finite source and yield a result for every kept frame, in order."""
+        session = session or self.session()
+        sampler = Sampler(self.config.sampling, by_time=source.info.kind == "video")
+        chunk: list[Frame] = []
+        frames = source.frames(sampler.keep)
+        try:
+            while True:
+                start = time.perf_counter()
+                frame = next(frames, None)
+                session.times.decode += time.perf_counter() - start
+                if frame is not None:
+                    chunk.append(frame)
+                done = frame is None or sampler.exhausted
+                if chunk and (done or len(chunk) >= self.config.runtime.batch_frames):
+                    yield from session.process(chunk)
+                    chunk = []
+                if done:
+                    break
+        finally:
+            frames.close()
+
+    def detect(
+        self,
+        path_or_source: str | Path | FrameSource,
+        on_frame: Callable[[FrameResult], None] | None = None,
+        progress: bool | None = None,
+        session: "Session | None" = None,
+    ) -> ClipResult:
+        """Run a whole clip, folder or image and return its verdict.
+
+        `progress` shows a bar on stderr (None: only when stderr is a terminal).
+        """
+        start = time.perf_counter()
+        source = path_or_source if isinstance(path_or_source, FrameSource) else self.open(path_or_source)
+        session = session or self.session()
+        windows: list[WindowResult] = []
+        processed = 0
+        total = expected_kept_frames(
+            source.info,
+            self.config.sampling.fps if source.info.kind == "video" else None,
+            self.config.sampling.folder_stride,
+        )
+        if total is not None and self.config.sampling.max_frames:
+            total = min(total, self.config.sampling.max_frames)
+        bar = tqdm(total=total, unit="frame", desc="smokewatch", disable=None if progress is None else not progress, leave=False)
+        try:
+            for result in self.run(source, session):
+                processed += 1
+                windows.extend(result.windows)
+                bar.update(1)
+                if on_frame is not None:
+                    on_frame(result)
+        finally:
+            bar.close()
+            source.close()
+        decider = session.decider
+        first = decider.first_confirmed
+        return ClipResult(
+            source=source.info,
+            verdict=decider.verdict,
+            score=decider.best_score,
+            first_smoke_frame=first[0] if first else None,
+            first_smoke_time_s=first[1] if first else None,
+            frames_read=source.frames_read,
+            frames_processed=processed,
+            windows=windows,
+            seconds=time.perf_counter() - start,
+            device=str(self.device),
+            model=self.model_names,
+            stage_times=session.times,
+            crops_computed=session.cache.computed,
+            crops_reused=session.cache.reused,
+        )
+
+
+class Session:
+    """State of one source or stream: push frames in order with :meth:`process`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.tubes = TubeBuilder(self.config.tubes)
+        self.cache = CropFeatureCache()
+        self.decider = RegionDecider(self.config.decision)
+        self.times = StageTimes(heads={name: 0.0 for name in engine.heads})
+        self._images: dict[int, np.ndarray] = {}
+        self._next_seq = 0
+
+    def process(self, frames: list[Frame]) -> list[FrameResult]:
+        """Detect, link, verify and decide for a chunk of consecutive kept frames."""
+        engine = self.engine
+        with self._timed("detect"):
+            detections = engine.detector.detect([f.image for f in frames])
+
+        start = time.perf_counter()
+        staged: list[tuple[int, Frame, list, list[WindowRequest]]] = []
+        for frame, dets in zip(frames, detections):
+            seq = self._next_seq
+            self._next_seq += 1
+            self._images[seq] = frame.image
+            width, height = frame.size
+            staged.append((seq, frame, dets, self.tubes.update(seq, dets, width, height)))
+        requests = [r for *_, reqs in staged for r in reqs]
+        self.times.other += time.perf_counter() - start
+
+        probs: dict[str, list[float]] = {name: [] for name in engine.heads}
+        if requests:
+            with self._timed("features"):
+                stacked = self.window_features(requests)
+            for name, head in engine.heads.items():
+                with self._timed("heads", name), torch.inference_mode():
+                    probs[name] = torch.sigmoid(head(stacked)).cpu().tolist()
+
+        start = time.perf_counter()
+        results = []
+        index = 0
+        for seq, frame, dets, reqs in staged:
+            windows = []
+            for req in reqs:
+                head_probs = {name: probs[name][index] for name in engine.heads}
+                index += 1
+                p = head_probs[engine.primary]
+                verdict = self.decider.update(req.track_id, p, frame.index, frame.time_s)
+                x1, y1, x2, y2 = req.region
+                windows.append(
+                    WindowResult(
+                        track_id=req.track_id,
+                        frame_index=frame.index,
+                        time_s=frame.time_s,
+                        box=req.box,
+                        region=Box(float(x1), float(y1), float(x2), float(y2)),
+                        detector_conf=req.detector_conf,
+                        smoke_prob=p,
+                        verified=verdict.verified,
+                        confirmed=verdict.confirmed,
+                        head_probs=head_probs,
+                    )
+                )
+            results.append(FrameResult(frame=frame, seq=seq, detections=dets, windows=windows))
+        self.decider.forget({t.id for t in self.tubes.tracks})
+        oldest_needed = self._next_seq - self.config.tubes.window + 1
+        for seq in [s for s in self._images if s < oldest_needed]:
+            del self._images[seq]
+        self.cache.evict_before(oldest_needed)
+        self.times.other += time.perf_counter() - start
+        return results
+
+    def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
+        """(W, T, D) features of the requested windows; each (frame, region) crop goes through the
+        backbone once, in batches across candidates and frames, and is reused by later windows."""
+        extractor = self.engine.extractor
+        missing = self.cache.missing((s, r.region) for r in requests for s in r.frame_seqs)
+        size = extractor.input_size
+        step = self.config.runtime.feature_batch
+        for i in range(0, len(missing), step):
+            keys = missing[i : i + step]
+            crops = np.stack([cut_crop(self._images[seq], region, size) for seq, region in keys])
+            for key, vector in zip(keys, extractor(crops)):
+                self.cache.put(key, vector)
+        return torch.stack([torch.stack([self.cache.get((s, r.region)) for s in r.frame_seqs]) for r in requests])
+
+    def crop(self, seq: int, region: tuple[int, int, int, int]) -> np.ndarray:
+        """The backbone input for one (kept frame, region)."""
+        return cut_crop(self._images[seq], region, self.engine.extractor.input_size)
+
+
+    @contextmanager
+    def _timed(self, stage: str, head: str | None = None) -> Iterator[None]:
+        """Time a stage; on CUDA, synchronise first and last so queued kernels are counted where they run."""
+        cuda = self.engine.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.engine.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize(self.engine.device)
+            elapsed = time.perf_counter() - start
+            if head is not None:
+                self.times.heads[head] = self.times.heads.get(head, 0.0) + elapsed
+            else:
+                setattr(self.times, stage, getattr(self.times, stage) + elapsed)
+
+
+class NaiveSession(Session):
+    """The straightforward loop the engine is checked and benchmarked against: every window
+    recomputes every one of its T crops, one crop at a time. Same answers, much slower."""
+
+    def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
+        extractor = self.engine.extractor
+        windows = []
+        for request in requests:
+            vectors = [extractor(self.crop(seq, request.region)[None])[0] for seq in request.frame_seqs]
+            self.cache.computed += len(vectors)
+            windows.append(torch.stack(vectors))
+        return torch.stack(windows)

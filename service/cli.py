@@ -1,0 +1,127 @@
+"""The `smokewatch` command.
+
+Every subcommand turns a :class:`SmokewatchError` into one line on stderr and exit status 2, so
+scripts can rely on the status and people never see a traceback for a bad file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import __version__
+from pipeline.errors import ConfigError, SmokewatchError
+
+EXIT_USER_ERROR = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def parse_sets(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as YAML scalars (0.7, true, null, 'text')."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return overrides
+
+
+def resolve_model(path: str | None) -> Path:
+    """The bundle to use: the given folder, else the shipped default (with a hint when absent)."""
+    from pipeline.bundle import DEFAULT_BUNDLE
+    from pipeline.errors import BundleError
+
+    if path:
+        return Path(path)
+    if not (DEFAULT_BUNDLE / "metadata.json").is_file():
+        raise BundleError(
+            f"no default model bundle at {DEFAULT_BUNDLE}; pass --model DIR, or build the default one "
+            "with `smokewatch train default`"
+        )
+    return DEFAULT_BUNDLE
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pipeline.annotate import VideoWriter, draw_result
+    from pipeline.bundle import ModelBundle
+    from pipeline.config import override_bundle_config
+    from pipeline.engine import Engine
+
+    bundle = ModelBundle.load(resolve_model(args.model))
+    overrides = parse_sets(args.set)
+    if args.head:
+        overrides["verifier.head"] = args.head
+    config = override_bundle_config(bundle.config, overrides)
+    engine = Engine(bundle, device=args.device, config=config)
+    source = engine.open(args.path)
+
+    writer = None
+    on_frame = None
+    if args.annotate:
+        info = source.info
+        rate = config.sampling.fps if info.kind == "video" and config.sampling.fps else (info.fps or 1.0)
+        writer = VideoWriter(args.annotate, fps=min(rate, info.fps or rate))
+
+        def on_frame(result):  # noqa: ANN001 - FrameResult
+            writer.write(draw_result(result))
+
+    try:
+        result = engine.detect(source, on_frame=on_frame, progress=None if not args.quiet else False)
+    finally:
+        if writer is not None:
+            writer.close()
+    document = result.to_json()
+    text = json.dumps(document, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smokewatch",
+        description="Find wildfire smoke in video: YOLO proposals verified over time by a recurrent head.",
+    )
+    parser.add_argument("--version", action="version", version=f"smokewatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("detect", help="verify smoke in a clip, a folder of frames or an image; prints JSON")
+    p.add_argument("path", help="video file, folder of frames, or image")
+    p.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped bundle)")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
+    p.add_argument("--annotate", metavar="OUT.mp4", help="write the kept frames with boxes and p(smoke) drawn")
+    p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N (default: the bundle's setting)")
+    p.add_argument("--head", metavar="NAME", help="verifier head to decide with (must be in the bundle)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. decision.threshold=0.7"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_detect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SmokewatchError as exc:
+        print(f"smokewatch: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("smokewatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+import csv
+
+import numpy as np
+import pytest
+
+from training.datasets import read_manifest
+from training.synth.clip import VISIBLE_CONTRAST, ClipRenderer, plan_clip
+from training.synth.dataset import SynthRequest, write_dataset
+
+SIZE = (192, 128)
+
+
+def test_same_seed_same_clip_other_seed_other_clip():
+    a = ClipRenderer(plan_clip(3, 1, SIZE, frames=6)).render(5)[0]
+    b = ClipRenderer(plan_clip(3, 1, SIZE, frames=6)).render(5)[0]
+    c = ClipRenderer(plan_clip(4, 1, SIZE, frames=6)).render(5)[0]
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_boxes_cover_the_smoke_that_is_drawn(index):
+    plan = plan_clip(11, index, SIZE, frames=16, kind="smoke")
+    with_smoke = ClipRenderer(plan, with_smoke=True)
+    without = ClipRenderer(plan, with_smoke=False)
+    labelled = 0
+    for t in range(plan.frames):
+        image, boxes = with_smoke.render(t)
+        clean, none = without.render(t)
+        assert none == []
+        diff = np.abs(image.astype(int) - clean.astype(int)).max(axis=2)
+        outside = np.ones_like(diff, dtype=bool)
+        for x1, y1, x2, y2 in boxes:
+            assert 0 <= x1 < x2 <= SIZE[0] and 0 <= y1 < y2 <= SIZE[1]
+            inside = diff[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))]
+            assert inside.max() >= VISIBLE_CONTRAST * 255 * 0.8, "a labelled box must hold visible smoke"
+            outside[max(0, int(y1) - 3) : int(y2) + 4, max(0, int(x1) - 3) : int(x2) + 4] = False
+        # outside the boxes the smoke is below the visibility threshold (or absent)
+        assert diff[outside].max(initial=0) <= VISIBLE_CONTRAST * 255 + 2
+        if t < plan.plumes[0].start_frame:
+            assert boxes == [] and diff.max() == 0
+        labelled += bool(boxes)
+    assert labelled > 0
+
+
+def test_dataset_manifest_labels_and_sheet(tmp_path):
+    out = tmp_path / "synth"
+    records = write_dataset(SynthRequest(out, clips=4, seed=5, size=SIZE, frames=10, fps=5.0, workers=1), progress=False)
+    items = read_manifest(out)
+    assert [i.path.name for i in items] == [f"synth_{i:05d}.mp4" for i in range(4)]
+    assert (out / "contact_sheet.png").stat().st_size > 0
+    for record, item in zip(records, items):
+        assert item.frame_count == 10
+        labels = sorted((out / "labels" / item.path.stem).glob("*.txt"))
+        assert len(labels) == 10
+        boxed = [i for i, f in enumerate(labels) if f.read_text().strip()]
+        assert item.label == ("smoke" if boxed else "no_smoke")
+        if boxed:
+            assert item.smoke_from == boxed[0]
+        for f in labels:
+            for line in f.read_text().splitlines():
+                cls, *vals = line.split()
+                assert cls == "0" and all(0.0 <= float(v) <= 1.0 for v in vals)
+    with (out / "manifest.csv").open() as fh:
+        assert next(csv.reader(fh)) == ["path", "label", "smoke_from", "smoke_to"]
+
+
+def test_parallel_workers_write_the_same_dataset(tmp_path):
+    one = write_dataset(SynthRequest(tmp_path / "a", clips=2, seed=9, size=SIZE, frames=6, workers=1), progress=False)
+    two = write_dataset(SynthRequest(tmp_path / "b", clips=2, seed=9, size=SIZE, frames=6, workers=2), progress=False)
+    assert [(r.label, r.smoke_from) for r in one] == [(r.label, r.smoke_from) for r in two]
+    assert (tmp_path / "a" / "manifest.csv").read_text() == (tmp_path / "b" / "manifest.csv").read_text()
+    for name in ("synth_00000", "synth_00001"):
+        a = sorted(p.read_text() for p in (tmp_path / "a" / "labels" / name).glob("*.txt"))
+        b = sorted(p.read_text() for p in (tmp_path / "b" / "labels" / name).glob("*.txt"))
+        assert a == b

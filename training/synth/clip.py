@@ -1,0 +1,228 @@
+"""One synthetic clip: its plan (everything drawn from the seed) and its rendering, frame by frame.
+
+A plan is fully determined by (seed, index), so any clip of a dataset can be re-rendered alone,
+with or without its smoke, which is how tests check that labels match what is drawn. Boxes are
+measured from the plume's visible opacity after nearer ridges hide its base, then moved with the
+camera shake, so a label never claims smoke that cannot be seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .effects import EFFECT_SAMPLERS, EFFECT_WEIGHTS, Effect
+from .landscape import Landscape, build_landscape
+from .plume import Plume
+
+SIZES = [(640, 360), (640, 480), (768, 432), (800, 450), (960, 540), (1024, 576), (800, 600)]
+KINDS = ("smoke", "smoke+negatives", "negatives")
+KIND_WEIGHTS = (0.3, 0.2, 0.5)  # half the clips hold smoke, half are hard negatives
+VISIBLE_CONTRAST = 0.06  # opacity x colour difference a person would call visible smoke (~11 grey levels)
+MIN_BOX_SIDE = 1
+MIN_VISIBLE_PIXELS = 1  # label every visible pixel: a box never hides smoke from the truth
+
+
+@dataclass
+class Camera:
+    """Per-clip camera character: shake, sensor noise, softness, vignetting, a caption banner."""
+
+    shake: float
+    noise: float
+    blur: float
+    vignette: float
+    banner: bool
+    offsets: np.ndarray  # (frames, 2) shake offsets in pixels
+    crf: int
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, frames: int) -> "Camera":
+        shake = float(rng.choice([0.0, rng.uniform(0.2, 1.0), rng.uniform(1.0, 2.5)], p=[0.3, 0.5, 0.2]))
+        steps = rng.normal(0, 1, (frames, 2))
+        walk = np.cumsum(steps, axis=0) * 0.3 + steps * 0.7
+        walk -= walk.mean(axis=0)
+        scale = np.abs(walk).max() or 1.0
+        return cls(
+            shake=shake,
+            noise=float(rng.uniform(0.8, 5.0)),
+            blur=float(rng.uniform(0.0, 0.9)),
+            vignette=float(rng.uniform(0.0, 0.35)),
+            banner=bool(rng.random() < 0.3),
+            offsets=(walk / scale * shake).astype(np.float32),
+            crf=int(rng.integers(20, 34)),
+        )
+
+
+@dataclass
+class ClipPlan:
+    """Everything about one clip, drawn from its seed."""
+
+    index: int
+    seed: int
+    width: int
+    height: int
+    frames: int
+    fps: float
+    kind: str
+    scene: Landscape
+    plumes: list[Plume]
+    effects: list[Effect]
+    camera: Camera
+    caption: str = ""
+    effect_names: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "smoke" if self.plumes else "no_smoke"
+
+    def describe(self) -> dict:
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "size": [self.width, self.height],
+            "frames": self.frames,
+            "fps": self.fps,
+            "kind": self.kind,
+            "dusk": self.scene.dusk,
+            "effects": self.effect_names,
+            "plumes": [
+                {
+                    "source": [round(p.source_x, 1), round(p.source_y, 1)],
+                    "start_frame": p.start_frame,
+                    "max_height": round(p.max_height, 1),
+                    "colour": p.colour_name,
+                    "opacity": round(p.opacity, 2),
+                }
+                for p in self.plumes
+            ],
+            "camera": {"shake": round(self.camera.shake, 2), "noise": round(self.camera.noise, 2), "crf": self.camera.crf},
+        }
+
+
+def plan_clip(
+    seed: int,
+    index: int,
+    size: tuple[int, int] | None = None,
+    frames: int = 48,
+    fps: float = 8.0,
+    kind: str | None = None,
+) -> ClipPlan:
+    rng = np.random.default_rng([seed, index])
+    width, height = size or SIZES[int(rng.integers(len(SIZES)))]
+    kind = kind or str(rng.choice(KINDS, p=KIND_WEIGHTS))
+    scene = build_landscape(height, width, rng)
+
+    plumes = []
+    if kind.startswith("smoke"):
+        for _ in range(1 if rng.random() < 0.9 else 2):
+            layer = int(rng.integers(len(scene.profiles)))
+            x = float(rng.uniform(0.08, 0.92) * width)
+            y = scene.ground_y(int(x), layer) + float(rng.uniform(0.0, 0.04) * height)
+            start = int(rng.integers(0, max(1, frames // 2)))
+            plumes.append(Plume.sample(rng, x, min(y, height - 2), layer, height, frames, start))
+
+    names = list(EFFECT_WEIGHTS)
+    weights = np.array([EFFECT_WEIGHTS[n] for n in names])
+    if kind == "negatives":
+        count = int(rng.integers(1, 4))
+    elif kind == "smoke+negatives":
+        count = int(rng.integers(1, 3))
+    else:
+        count = int(rng.random() < 0.3)
+    chosen = list(rng.choice(names, size=min(count, len(names)), replace=False, p=weights / weights.sum())) if count else []
+    effects = [EFFECT_SAMPLERS[name](rng, scene, frames) for name in chosen]
+    camera = Camera.sample(rng, frames)
+    caption = f"CAM {int(rng.integers(1, 99)):02d}  {int(rng.integers(2015, 2026))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+    return ClipPlan(index, seed, width, height, frames, fps, kind, scene, plumes, effects, camera, caption, [str(c) for c in chosen])
+
+
+class ClipRenderer:
+    """Renders a plan's frames; precomputes the static layers once."""
+
+    def __init__(self, plan: ClipPlan, with_smoke: bool = True) -> None:
+        self.plan = plan
+        self.with_smoke = with_smoke
+        scene = plan.scene
+        n = len(scene.profiles)
+        # The ridge the first plume stands on splits the landscape into far (behind it) and near.
+        split = plan.plumes[0].layer + 1 if plan.plumes else n
+        self.far_rgb, self.far_alpha = scene.stack(range(0, split))
+        self.near_rgb, self.near_alpha = scene.stack(range(split, n))
+        self.far_keep = (1 - self.far_alpha)[..., None]
+        self.near_keep = (1 - self.near_alpha)[..., None]
+        H, W = plan.height, plan.width
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        r = np.hypot((xx - W / 2) / (W / 2), (yy - H / 2) / (H / 2)) / np.sqrt(2)
+        self.vignette = (1 - plan.camera.vignette * r**2)[..., None].astype(np.float32)
+        self.stages = {stage: [e for e in plan.effects if e.stage == stage] for stage in ("sky", "mid", "front", "global")}
+        # Without effects in the sky, sky and far ridges never change: composite them once.
+        self.static_far = None if self.stages["sky"] else plan.scene.sky * self.far_keep + self.far_rgb
+
+    def frames(self) -> Iterator[tuple[np.ndarray, list[tuple[float, float, float, float]]]]:
+        for t in range(self.plan.frames):
+            yield self.render(t)
+
+    def render(self, t: int) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+        """(RGB uint8 frame, smoke boxes as (x1, y1, x2, y2) pixels) of frame t."""
+        plan = self.plan
+        H, W = plan.height, plan.width
+        if self.static_far is not None:
+            canvas = self.static_far.copy()
+        else:
+            canvas = plan.scene.sky.copy()
+            for effect in self.stages["sky"]:
+                effect.apply(canvas, t)
+            canvas *= self.far_keep
+            canvas += self.far_rgb
+        for effect in self.stages["mid"]:
+            effect.apply(canvas, t)
+
+        boxes = []
+        if self.with_smoke:
+            for plume in plan.plumes:
+                drawn = plume.render(t, W, H)
+                if drawn is None:
+                    continue
+                (x1, y1, x2, y2), alpha, rgb = drawn
+                region = canvas[y1:y2, x1:x2]
+                # what a viewer sees is opacity times how much the smoke differs from what is behind it
+                contrast = np.abs(rgb - region).max(axis=2) / 255.0
+                region *= 1 - alpha[..., None]
+                region += alpha[..., None] * rgb
+                visible = alpha * contrast * (1 - self.near_alpha[y1:y2, x1:x2])
+                ys, xs = np.nonzero(visible >= VISIBLE_CONTRAST)
+                if len(xs) >= MIN_VISIBLE_PIXELS and xs.max() - xs.min() + 1 >= MIN_BOX_SIDE and ys.max() - ys.min() + 1 >= MIN_BOX_SIDE:
+                    boxes.append((float(x1 + xs.min()), float(y1 + ys.min()), float(x1 + xs.max() + 1), float(y1 + ys.max() + 1)))
+
+        canvas *= self.near_keep
+        canvas += self.near_rgb
+        for effect in self.stages["front"]:
+            effect.apply(canvas, t)
+        for effect in self.stages["global"]:
+            effect.apply(canvas, t)
+
+        cam = plan.camera
+        canvas *= self.vignette
+        dx, dy = (float(v) for v in cam.offsets[t])
+        if dx or dy:
+            matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+            canvas = cv2.warpAffine(canvas, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            boxes = [(max(0.0, a + dx), max(0.0, b + dy), min(W, c + dx), min(H, d + dy)) for a, b, c, d in boxes]
+        if cam.blur > 0.3:
+            canvas = cv2.GaussianBlur(canvas, (0, 0), cam.blur)
+        # sensor noise, seeded per frame so it is the same with or without smoke
+        noise = np.empty_like(canvas)
+        cv2.setRNGSeed(int(plan.seed * 1_000_003 + plan.index * 7919 + t) % (2**31 - 1))
+        cv2.randn(noise, 0.0, cam.noise)
+        canvas += noise
+        image = np.clip(canvas, 0, 255).astype(np.uint8)
+        if cam.banner:
+            bar = max(10, H // 30)
+            image[:bar] = 0
+            cv2.putText(image, f"{plan.caption}  {t:04d}", (4, bar - 3), cv2.FONT_HERSHEY_SIMPLEX, bar / 30, (255, 255, 255), 1, cv2.LINE_AA)
+            boxes = [b for b in boxes if b[3] > bar]
+            boxes = [(a, max(b, float(bar)), c, d) for a, b, c, d in boxes]
+        return image, boxes

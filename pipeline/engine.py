@@ -54,7 +54,8 @@ class Engine:
         unknown = [h for h in names if h not in bundle.heads]
         if unknown:
             raise BundleError(f"the model bundle has no head {', '.join(unknown)} (it has {', '.join(bundle.heads)})")
-        self.primary = self.config.verifier.head if self.config.verifier.head in names else names[0]
+        # With no heads the engine still detects, links and extracts features (training uses that).
+        self.primary: str | None = self.config.verifier.head if self.config.verifier.head in names else (names[0] if names else None)
 
         network = fuse_for_inference(copy.deepcopy(bundle.detector)).to(self.device, dtype)
         self.detector = Detector(
@@ -82,7 +83,7 @@ class Engine:
     @property
     def model_names(self) -> dict[str, str]:
         names = self.bundle.describe()
-        names["verifier"] = self.primary
+        names["verifier"] = self.primary or "none"
         return names
 
     def session(self) -> "Session":
@@ -192,8 +193,7 @@ class Session:
             seq = self._next_seq
             self._next_seq += 1
             self._images[seq] = frame.image
-            width, height = frame.size
-            staged.append((seq, frame, dets, self.tubes.update(seq, dets, width, height)))
+            staged.append((seq, frame, dets, self.link(seq, frame, dets)))
         requests = [r for *_, reqs in staged for r in reqs]
         self.times.other += time.perf_counter() - start
 
@@ -213,7 +213,7 @@ class Session:
             for req in reqs:
                 head_probs = {name: probs[name][index] for name in engine.heads}
                 index += 1
-                p = head_probs[engine.primary]
+                p = head_probs[engine.primary] if engine.primary else 0.0
                 verdict = self.decider.update(req.track_id, p, frame.index, frame.time_s)
                 x1, y1, x2, y2 = req.region
                 windows.append(
@@ -238,6 +238,11 @@ class Session:
         self.cache.evict_before(oldest_needed)
         self.times.other += time.perf_counter() - start
         return results
+
+    def link(self, seq: int, frame: Frame, detections: list) -> list[WindowRequest]:
+        """The windows due at this frame (the tubes stage)."""
+        width, height = frame.size
+        return self.tubes.update(seq, detections, width, height)
 
     def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
         """(W, T, D) features of the requested windows; each (frame, region) crop goes through the

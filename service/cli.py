@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
+
+    from training.cli import add_training_commands
+
+    add_training_commands(sub)
     return parser
 
 

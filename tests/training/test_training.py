@@ -1,0 +1,95 @@
+"""A tiny end-to-end training run: a few synthetic clips, one epoch, tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.bundle import ModelBundle
+from pipeline.config import PipelineConfig
+from pipeline.engine import Engine
+from training.backbone import BackboneOptions
+from training.datasets import read_manifest, read_yolo_folder
+from training.recipe import RealSet, train_backbone_stage, train_detector_stage, train_verifier_stage
+from training.synth.dataset import SynthRequest, write_dataset
+from training.verifier import HeadTrainingOptions
+
+TINY = {
+    "detector.arch": "yolov8n.yaml",
+    "detector.imgsz": 64,
+    "detector.conf": 0.0,
+    "detector.max_det": 2,
+    "extractor.backbone": "mobilenet_v3_small",
+    "extractor.input_size": 32,
+    "verifier.head": "gru",
+    "verifier.hidden_size": 8,
+    "verifier.proj_dim": 16,
+    "tubes.window": 4,
+    "tubes.max_tracks": 2,
+    "sampling.fps": 5.0,
+    "runtime.device": "cpu",
+}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "synth"
+    write_dataset(SynthRequest(out, clips=6, seed=21, size=(192, 128), frames=10, fps=5.0, workers=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory):
+    """A small YOLO folder where class 1 is smoke, like the CC BY training set."""
+    root = tmp_path_factory.mktemp("real")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / "images" / f"v_{i}.jpg")
+        (root / "labels" / f"v_{i}.txt").write_text("1 0.5 0.5 0.3 0.4\n0 0.2 0.2 0.1 0.1\n" if i % 2 else "")
+    (root / "groups.csv").write_text("image,group\n" + "".join(f"v_{i}.jpg,video_{i // 3}\n" for i in range(6)))
+    return root
+
+
+def test_tiny_training_run_produces_a_working_bundle(synth_dir, real_dir, tmp_path):
+    assert any(i.is_smoke for i in read_manifest(synth_dir)) and any(not i.is_smoke for i in read_manifest(synth_dir))
+    bundle = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru", "deep-lstm"], name="tiny-trained")
+    det = train_detector_stage(bundle, [synth_dir], [RealSet(real_dir, {1})], tmp_path / "work", epochs=1, hours=None, seed=0, frames_per_clip=2, batch=4)
+    assert det["data"]["real_train"] + det["data"]["real_val"] == 6
+    assert det["data"]["synthetic_train"] + det["data"]["synthetic_val"] > 0
+    ext = train_backbone_stage(bundle, [synth_dir], [RealSet(real_dir, {1})], BackboneOptions(epochs=1, batch_size=16, frames_per_clip=2))
+    assert ext["crops"]["synthetic_positive"] > 0 and ext["crops"]["real_positive"] == 3
+    options = HeadTrainingOptions(epochs=2, batch_size=16, cache_dir=tmp_path / "cache")
+    ver = train_verifier_stage(bundle, [synth_dir], ["gru", "deep-lstm"], options)
+    assert set(ver["heads"]) == {"gru", "deep-lstm"}
+    assert ver["heads"]["gru"]["windows"]["train"]["positive"] > 0
+    assert list((tmp_path / "cache").glob("*.npz")), "window features are cached on disk"
+
+    path = bundle.save(tmp_path / "bundle")
+    loaded = ModelBundle.load(path)
+    meta = json.loads((path / "metadata.json").read_text())
+    assert {"detector", "extractor", "verifier"} <= set(meta["provenance"])
+    clip = next(i.path for i in read_manifest(synth_dir) if i.is_smoke)
+    result = Engine(loaded).detect(clip, progress=False)
+    assert result.frames_processed == 10 and result.verdict in ("smoke", "no_smoke")
+
+    # a second run reuses the cached window features
+    again = train_verifier_stage(ModelBundle.load(path), [synth_dir], ["gru"], options)
+    assert again["heads"]["gru"]["windows"] == ver["heads"]["gru"]["windows"]
+
+
+def test_real_sets_split_by_group_never_by_image(real_dir, tmp_path):
+    from training.detector import build_detector_dataset
+
+    data = build_detector_dataset(tmp_path / "d", [], [real_dir], {1}, val_fraction=0.5, seed=3)
+    train = {p.name.split("_")[-1] for p in (tmp_path / "d" / "train" / "images").iterdir()}
+    val = {p.name.split("_")[-1] for p in (tmp_path / "d" / "val" / "images").iterdir()}
+    groups = {f"{i}.jpg": i // 3 for i in range(6)}
+    assert not {groups[n] for n in train} & {groups[n] for n in val}
+    labels = {p.read_text() for p in (tmp_path / "d").rglob("labels/*.txt")}
+    assert all(not line or line.startswith("0 ") for text in labels for line in text.splitlines()), "smoke remapped to 0, fire dropped"
+    assert data.counts["positive"] == 3
+    images = read_yolo_folder(real_dir, {1})
+    assert sum(i.positive for i in images) == 3 and images[0].group == "video_0"

@@ -1,0 +1,200 @@
+"""Teaching the feature backbone what smoke looks like.
+
+No ImageNet weights exist on these machines, and a randomly initialised CNN gives the verifier
+little to work with. So the backbone is first trained as a smoke / not-smoke crop classifier
+(its classification layer is thrown away afterwards): positives are crops around labelled smoke
+(synthetic plumes and real smoke boxes), negatives are crops of the same scenes without smoke,
+the detector's false positives on clouds, fog and dust among them. The crops are cut the way the
+engine cuts them (square regions with the tube margin), at the extractor's input size.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import av
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.config import TubeConfig
+from pipeline.detector import Detector
+from pipeline.errors import SmokewatchError
+from pipeline.features import IMAGENET_MEAN, IMAGENET_STD, cut_crop
+from pipeline.records import Box
+from pipeline.tubes import expand_region
+
+from .datasets import ManifestItem, YoloImage, frame_boxes
+from .metrics import binary_scores
+
+
+@dataclass
+class CropSet:
+    crops: np.ndarray  # N x S x S x 3 uint8 RGB
+    labels: np.ndarray  # N, 1 = smoke
+    group: np.ndarray  # N, source id (for a split by source)
+    counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class BackboneOptions:
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    seed: int = 0
+    frames_per_clip: int = 6
+    negatives_per_frame: int = 2
+    max_real: int | None = 2500
+    device: str = "cpu"
+
+
+def _random_region(width: int, height: int, rng: random.Random, avoid: list[Box], tubes: TubeConfig) -> tuple[int, int, int, int] | None:
+    for _ in range(20):
+        side = int(np.exp(rng.uniform(np.log(16), np.log(max(17, min(width, height) * 0.5)))))
+        x, y = rng.uniform(0, width - side), rng.uniform(0, height - side)
+        box = Box(x, y, x + side, y + side)
+        if all(box.intersection(a) < 0.1 * min(box.area, a.area) for a in avoid):
+            return expand_region(box, tubes.model_copy(update={"margin": 0.0}), width, height)
+    return None
+
+
+def collect_crops(
+    synthetic: list[ManifestItem],
+    real: list[YoloImage],
+    size: int,
+    tubes: TubeConfig,
+    options: BackboneOptions,
+    detector: Detector | None = None,
+    progress: bool | None = None,
+) -> CropSet:
+    rng = random.Random(options.seed)
+    crops, labels, groups = [], [], []
+    counts = {"synthetic_positive": 0, "synthetic_negative": 0, "detector_false_positive": 0, "real_positive": 0, "real_negative": 0}
+
+    def add(image, region, label, group, key):
+        crops.append(cut_crop(image, region, size))
+        labels.append(label)
+        groups.append(group)
+        counts[key] += 1
+
+    disable = None if progress is None else not progress
+    for group, item in enumerate(tqdm(synthetic, desc="crops: synthetic", unit="clip", disable=disable)):
+        with av.open(str(item.path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        picks = sorted(set(np.linspace(0, len(frames) - 1, options.frames_per_clip).astype(int).tolist()))
+        images = [frames[i] for i in picks]
+        found = detector.detect(images) if detector is not None else [[] for _ in images]
+        for index, image, dets in zip(picks, images, found):
+            h, w = image.shape[:2]
+            truth = frame_boxes(item, index, w, h) or []
+            for box in truth:
+                add(image, expand_region(box, tubes, w, h), 1, group, "synthetic_positive")
+            for det in dets[:3]:
+                if all(det.box.intersection(t) < 0.1 * det.box.area for t in truth):
+                    add(image, expand_region(det.box, tubes, w, h), 0, group, "detector_false_positive")
+            for _ in range(options.negatives_per_frame):
+                region = _random_region(w, h, rng, truth, tubes)
+                if region is not None:
+                    add(image, region, 0, group, "synthetic_negative")
+
+    if options.max_real is not None and len(real) > options.max_real:
+        real = rng.sample(real, options.max_real)
+    offset = len(synthetic)
+    for index, image_item in enumerate(tqdm(real, desc="crops: real", unit="img", disable=disable)):
+        image = cv2.imread(str(image_item.image))
+        if image is None:
+            continue
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        h, w = image.shape[:2]
+        truth = image_item.boxes(w, h)
+        group = offset + index
+        for box in truth[:3]:
+            add(image, expand_region(box, tubes, w, h), 1, group, "real_positive")
+        region = _random_region(w, h, rng, truth, tubes)
+        if region is not None:
+            add(image, region, 0, group, "real_negative")
+    if not crops:
+        raise SmokewatchError("no training crops: the training data holds no images")
+    return CropSet(np.stack(crops), np.array(labels, np.int64), np.array(groups, np.int64), counts)
+
+
+def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: BackboneOptions, progress: bool | None = None) -> dict:
+    """Train `backbone` (in place) with a temporary linear classifier; returns a report."""
+    torch.manual_seed(options.seed)
+    device = torch.device(options.device)
+    rng = np.random.default_rng(options.seed)
+    unique = np.unique(data.group)
+    val_groups = rng.choice(unique, size=max(1, int(len(unique) * options.val_fraction)), replace=False)
+    val = np.isin(data.group, val_groups)
+    train_idx, val_idx = np.nonzero(~val)[0], np.nonzero(val)[0]
+    labels = torch.from_numpy(data.labels.astype(np.float32))
+    pos = float(labels[train_idx].sum())
+    neg = float(len(train_idx) - pos)
+    if pos == 0 or neg == 0:
+        raise SmokewatchError("backbone training needs both smoke and non-smoke crops")
+
+    model = nn.Sequential(backbone, nn.Flatten(1), nn.Linear(dim, 1)).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(neg / pos, device=device))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    steps = options.epochs * int(np.ceil(len(train_idx) / options.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.lr, total_steps=max(steps, 1), pct_start=0.15)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+
+    def batch_tensor(indices: np.ndarray, augment: bool) -> torch.Tensor:
+        x = torch.from_numpy(data.crops[indices]).to(device).permute(0, 3, 1, 2).float()
+        if augment:
+            flip = torch.rand(len(indices), device=device) < 0.5
+            x[flip] = x[flip].flip(-1)
+            gain = torch.empty(len(indices), 1, 1, 1, device=device).uniform_(0.75, 1.25)
+            bias = torch.empty(len(indices), 1, 1, 1, device=device).uniform_(-20, 20)
+            x = (x * gain + bias).clamp(0, 255)
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    start = time.perf_counter()
+    history = []
+    for epoch in range(options.epochs):
+        model.train()
+        order = rng.permutation(train_idx)
+        bar = tqdm(range(0, len(order), options.batch_size), desc=f"backbone epoch {epoch + 1}/{options.epochs}", unit="batch",
+                   disable=None if progress is None else not progress)
+        running = 0.0
+        for i in bar:
+            idx = order[i : i + options.batch_size]
+            loss = loss_fn(model(batch_tensor(idx, True)).squeeze(1), labels[idx].to(device))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            running = 0.9 * running + 0.1 * loss.item() if i else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+        bar.close()
+        scores = _validate(model, batch_tensor, val_idx, data.labels, options.batch_size)
+        history.append({"epoch": epoch + 1, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}})
+    backbone.eval()
+    return {
+        "epochs": options.epochs,
+        "crops": {"train": int(len(train_idx)), "val": int(len(val_idx)), **data.counts},
+        "history": history,
+        "val": history[-1] if history else {},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+@torch.inference_mode()
+def _validate(model, batch_tensor, val_idx, labels, batch_size) -> dict:
+    if len(val_idx) == 0:
+        return {}
+    model.eval()
+    probs = []
+    for i in range(0, len(val_idx), batch_size):
+        probs.append(torch.sigmoid(model(batch_tensor(val_idx[i : i + batch_size], False)).squeeze(1)).cpu())
+    predicted = torch.cat(probs).numpy() >= 0.5
+    return binary_scores(labels[val_idx].astype(bool), predicted).to_json()

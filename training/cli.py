@@ -1,0 +1,193 @@
+"""`smokewatch synth` and `smokewatch train ...`: the training side of the command line.
+
+Registered into the main parser by service/cli.py; heavy imports happen inside the handlers so
+`smokewatch --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 640x360, got '{text}'") from None
+    if w < 64 or h < 64 or w > 4096 or h > 4096:
+        raise argparse.ArgumentTypeError("size sides must be between 64 and 4096 pixels")
+    return w, h
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from training.synth.dataset import SynthRequest, write_dataset
+
+    if args.clips < 1 or args.frames < 2 or args.fps <= 0:
+        raise ConfigError("--clips must be >= 1, --frames >= 2 and --fps > 0")
+    request = SynthRequest(
+        out=Path(args.out), clips=args.clips, seed=args.seed, size=args.size, frames=args.frames,
+        fps=args.fps, workers=max(1, args.workers), kind=args.kind,
+    )
+    records = write_dataset(request, progress=None if not args.quiet else False)
+    smoke = sum(r.label == "smoke" for r in records)
+    print(json.dumps({"out": str(request.out), "clips": len(records), "smoke": smoke, "no_smoke": len(records) - smoke,
+                      "manifest": str(request.out / "manifest.csv"), "contact_sheet": str(request.out / "contact_sheet.png")}))
+    return 0
+
+
+def add_training_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic smoke and hard-negative clips with labels and a manifest")
+    p.add_argument("out", help="output folder (created)")
+    p.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clips")
+    p.add_argument("--size", type=_size, help="frame size WxH (default: varied, 640x360 to 1024x576)")
+    p.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
+    p.add_argument("--fps", type=float, default=8.0, help="frame rate written into the videos (default 8)")
+    p.add_argument("--kind", choices=["smoke", "smoke+negatives", "negatives"], help="only this kind of clip")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    add_train_commands(sub)
+
+    from training.evaluation.command import add_evaluate_command
+
+    add_evaluate_command(sub)
+
+
+def _load_or_create(model: str | None):
+    from pipeline.bundle import ModelBundle
+    from pipeline.config import HEAD_NAMES
+
+    from training.recipe import default_config
+
+    if model and Path(model, "metadata.json").is_file():
+        return ModelBundle.load(model)
+    return ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-custom")
+
+
+def _split_data(values: list[str]):
+    """--data values: manifest folders (synthetic clips) and YOLO image folders (`DIR` or `DIR:classes`)."""
+    from training.recipe import RealSet
+
+    manifests, real = [], []
+    for value in values or []:
+        candidate = RealSet.parse(value)
+        if (candidate.path / "manifest.csv").is_file():
+            manifests.append(candidate.path)
+        elif (candidate.path / "images").is_dir():
+            real.append(candidate)
+        else:
+            raise ConfigError(f"{value} is neither a manifest folder nor a YOLO image folder (images/ + labels/)")
+    return manifests, real
+
+
+def _parse_heads(text: str) -> list[str]:
+    from pipeline.config import HEAD_NAMES
+
+    heads = list(HEAD_NAMES) if text == "all" else [h.strip() for h in text.split(",") if h.strip()]
+    unknown = [h for h in heads if h not in HEAD_NAMES]
+    if unknown or not heads:
+        raise ConfigError(f"unknown head {', '.join(unknown) or '(none)'}; use all or names from {', '.join(HEAD_NAMES)}")
+    return heads
+
+
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    from pipeline.bundle import ModelBundle
+
+    if args.eval:
+        from training.detector import evaluate_detector
+        from training.recipe import RealSet, _detector_for
+
+        bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
+        target = RealSet.parse(args.eval)
+        from training.datasets import read_yolo_folder
+
+        images = read_yolo_folder(target.path, target.smoke_classes)
+        detector = _detector_for(bundle, args.device or "cpu")
+        scores = evaluate_detector(detector, images, args.threshold, progress=None if not args.quiet else False)
+        print(json.dumps({"data": str(target.path), "model": str(bundle.path), **scores.to_json()}, indent=2))
+        return 0
+    if not args.data or not args.out:
+        raise ConfigError("train detector needs --data DIR (one or more) and --out BUNDLE_DIR (or --eval DIR)")
+    from training.recipe import train_detector_stage
+
+    bundle = _load_or_create(args.model)
+    overrides = {k: v for k, v in {"detector.arch": args.arch, "detector.imgsz": args.imgsz}.items() if v}
+    if overrides:
+        bundle.config = bundle.config.with_overrides(overrides)
+    manifests, real = _split_data(args.data)
+    work = Path(args.work or Path(args.out).with_name(Path(args.out).name + "-work"))
+    record = train_detector_stage(bundle, manifests, real, work, args.epochs, args.hours, args.seed,
+                                  frames_per_clip=args.frames_per_clip, max_real=args.max_real, progress=None if not args.quiet else False)
+    bundle.save(args.out)
+    print(json.dumps({"bundle": str(args.out), "detector": record}, indent=2, default=str))
+    return 0
+
+
+def _default_model() -> Path:
+    from service.cli import resolve_model
+
+    return resolve_model(None)
+
+
+def cmd_train_verifier(args: argparse.Namespace) -> int:
+    from training.backbone import BackboneOptions
+    from training.recipe import train_backbone_stage, train_verifier_stage
+    from training.verifier import HeadTrainingOptions
+
+    bundle = _load_or_create(args.model)
+    manifests, real = _split_data(args.data)
+    if not manifests:
+        raise ConfigError("train verifier needs at least one manifest folder in --data (clips with smoke and without)")
+    heads = _parse_heads(args.heads)
+    progress = None if not args.quiet else False
+    out: dict = {"bundle": str(args.out)}
+    if args.backbone_epochs > 0:
+        out["extractor"] = train_backbone_stage(bundle, manifests, real, BackboneOptions(epochs=args.backbone_epochs, seed=args.seed), progress)
+    cache = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + "-work") / "window-cache"
+    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache)
+    record = train_verifier_stage(bundle, manifests, heads, options, progress)
+    bundle.save(args.out)
+    out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train the detector, the backbone and verifier heads, or the default bundle")
+    tsub = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
+
+    p = tsub.add_parser("detector", help="train the YOLO detector (or score it with --eval)")
+    p.add_argument("--data", action="append", metavar="DIR", help="manifest folder of clips with labels/, or YOLO image folder (DIR:1 = class 1 is smoke); repeatable")
+    p.add_argument("--model", metavar="BUNDLE", help="start from this bundle (default: a new bundle with the default config)")
+    p.add_argument("--out", metavar="BUNDLE", help="bundle folder to write")
+    p.add_argument("--arch", help="ultralytics model yaml (default: the bundle's)")
+    p.add_argument("--imgsz", type=int, help="training and inference image size (default: the bundle's)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    p.add_argument("--hours", type=float, help="stop after this many hours (ultralytics fits the schedule to it)")
+    p.add_argument("--frames-per-clip", type=int, default=5, help="labelled frames taken from each synthetic clip (default 5)")
+    p.add_argument("--max-real", type=int, default=1200, help="most images taken from each real set (default 1200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--work", metavar="DIR", help="work folder for the assembled dataset and runs (default: next to --out)")
+    p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of training")
+    p.add_argument("--threshold", type=float, default=0.25, help="operating confidence for image-level precision/recall (default 0.25)")
+    p.add_argument("--device", help="device for --eval (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_detector)
+
+    p = tsub.add_parser("verifier", help="train the backbone on crops and the verifier heads on smoke tubes")
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="manifest folder (and optional YOLO folders DIR:1 for backbone crops); repeatable")
+    p.add_argument("--heads", default="all", help="all, or comma-separated head names (default all)")
+    p.add_argument("--model", metavar="BUNDLE", help="bundle with the trained detector (default: a new bundle)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    p.add_argument("--backbone-epochs", type=int, default=4, help="epochs of crop training for the backbone; 0 keeps it as is (default 4)")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs per head (early stopping ends sooner)")
+    p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_verifier)

@@ -1,0 +1,247 @@
+"""Training and scoring the smoke detector.
+
+Training data is a YOLO dataset assembled in a work folder (outside the repository) from
+synthetic clips (a few labelled frames per clip) and real YOLO image sets (smoke class remapped
+to 0, other classes dropped). Real sets are split by source group, never by image: frames of one
+video are near-duplicates and would leak into validation. Real images are linked, not copied.
+ultralytics does the optimisation, offline and with its own progress bars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from pipeline.detector import Detector
+from pipeline.errors import SmokewatchError
+from pipeline.yolo_env import prepare_ultralytics
+
+from .datasets import ManifestItem, YoloImage, read_manifest, read_yolo_folder
+from .metrics import BinaryScores, average_precision, binary_scores, match_boxes
+
+
+def _in_validation(key: str, fraction: float, seed: int) -> bool:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def split_group(image: YoloImage) -> str:
+    """Frames of one video share a group; independent stills are each their own group."""
+    return f"still:{image.image.name}" if image.group in ("", "still") else image.group
+
+
+@dataclass
+class DetectorDataset:
+    """A YOLO dataset ready for ultralytics, with counts for the record."""
+
+    data_yaml: Path
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def build_detector_dataset(
+    work: Path,
+    synth_dirs: list[Path],
+    real_dirs: list[Path],
+    real_smoke_classes: set[int],
+    frames_per_clip: int = 6,
+    max_real: int | None = None,
+    val_fraction: float = 0.12,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> DetectorDataset:
+    work = Path(work).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    for split in ("train", "val"):
+        (work / split / "images").mkdir(parents=True)
+        (work / split / "labels").mkdir(parents=True)
+    counts = {"synthetic_train": 0, "synthetic_val": 0, "real_train": 0, "real_val": 0, "positive": 0, "negative": 0}
+    rng = random.Random(seed)
+
+    items: list[tuple[Path, ManifestItem]] = []
+    for folder in synth_dirs:
+        items += [(Path(folder), item) for item in read_manifest(folder, check_frames=False)]
+    for root, item in tqdm(items, desc="detector data: synthetic", unit="clip", disable=None if progress is None else not progress):
+        split = "val" if _in_validation(item.path.stem, val_fraction, seed) else "train"
+        for frame_index, image in _pick_frames(item, frames_per_clip, rng):
+            name = f"{root.name}_{item.path.stem}_{frame_index:06d}"
+            cv2.imwrite(str(work / split / "images" / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            label = item.boxes_dir / f"{frame_index:06d}.txt" if item.boxes_dir else None
+            text = label.read_text() if label is not None and label.exists() else ""
+            (work / split / "labels" / f"{name}.txt").write_text(text)
+            counts[f"synthetic_{split}"] += 1
+            counts["positive" if text.strip() else "negative"] += 1
+
+    for folder in real_dirs:
+        images = read_yolo_folder(folder, real_smoke_classes)
+        if max_real is not None and len(images) > max_real:
+            images = sorted(rng.sample(images, max_real), key=lambda i: i.image.name)
+        for image in images:
+            split = "val" if _in_validation(split_group(image), val_fraction, seed) else "train"
+            name = f"{Path(folder).name}_{image.image.stem}"
+            target = work / split / "images" / f"{name}{image.image.suffix.lower()}"
+            os.symlink(image.image.resolve(), target)
+            lines = [f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for cx, cy, w, h in image.boxes_norm]
+            (work / split / "labels" / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+            counts[f"real_{split}"] += 1
+            counts["positive" if lines else "negative"] += 1
+
+    data_yaml = work / "data.yaml"
+    data_yaml.write_text(
+        yaml.safe_dump({"path": str(work), "train": "train/images", "val": "val/images", "names": {0: "smoke"}})
+    )
+    return DetectorDataset(data_yaml, counts)
+
+
+def _pick_frames(item: ManifestItem, count: int, rng: random.Random):
+    """Frames of a synthetic clip worth training on: spread over its smoke frames (more of them)
+    and over the rest (fewer), decoded once."""
+    with av.open(str(item.path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    n = len(frames)
+    smoke = [i for i in range(n) if item.smoke_at(i)]
+    clear = [i for i in range(n) if not item.smoke_at(i)]
+    picks = set(np.linspace(0, len(smoke) - 1, min(count, len(smoke))).astype(int).tolist()) if smoke else set()
+    chosen = [smoke[i] for i in sorted(picks)]
+    if clear:
+        extra = max(1, count // (3 if smoke else 2))
+        chosen += rng.sample(clear, min(extra, len(clear)))
+    for index in sorted(set(chosen)):
+        yield index, frames[index]
+
+
+@dataclass
+class DetectorTraining:
+    """What a training run produced."""
+
+    network: object  # ultralytics DetectionModel (float32, CPU)
+    names: dict[int, str]
+    run_dir: Path
+    metrics: dict[str, float]
+    args: dict
+
+
+def train_detector(
+    data: DetectorDataset,
+    arch: str,
+    imgsz: int,
+    epochs: int,
+    project: Path,
+    hours: float | None = None,
+    batch: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+    workers: int = 2,
+    patience: int = 30,
+    resume_from: Path | None = None,
+) -> DetectorTraining:
+    """Train with ultralytics from the architecture yaml (no pretrained weights exist here)."""
+    prepare_ultralytics()
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import load_checkpoint
+
+    project = Path(project).resolve()
+    model = YOLO(str(resume_from) if resume_from else arch, task="detect")
+    args = dict(
+        data=str(data.data_yaml),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        workers=workers,
+        seed=seed,
+        deterministic=False,
+        amp=False,
+        plots=False,
+        pretrained=False,
+        project=str(project),
+        name="detector",
+        exist_ok=True,
+        patience=patience,
+        cache="ram",
+        close_mosaic=max(1, min(10, epochs // 4)),
+        verbose=False,
+    )
+    if hours:
+        args["time"] = hours
+    try:
+        model.train(**args)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise SmokewatchError(f"detector training failed: {exc}") from None
+    run_dir = project / "detector"
+    best = run_dir / "weights" / "best.pt"
+    if not best.exists():
+        best = run_dir / "weights" / "last.pt"
+    network, _ = load_checkpoint(str(best))
+    names = network.names if isinstance(network.names, dict) else dict(enumerate(network.names))
+    metrics = _last_metrics(run_dir / "results.csv")
+    return DetectorTraining(network.float().cpu(), {int(k): str(v) for k, v in names.items()}, run_dir, metrics, args)
+
+
+def _last_metrics(csv_path: Path) -> dict[str, float]:
+    if not csv_path.exists():
+        return {}
+    import csv
+
+    with csv_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: float(r.get("metrics/mAP50(B)", 0) or 0))
+    keep = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall", "metrics/mAP50(B)": "mAP50", "epoch": "epoch"}
+    return {name: float(best[k]) for k, name in keep.items() if k in best and best[k] != ""}
+
+
+@dataclass
+class DetectorScores:
+    """Image-level precision and recall at the operating threshold, and box mAP50."""
+
+    images: int
+    positives: int
+    threshold: float
+    image_level: BinaryScores
+    map50: float
+
+    def to_json(self) -> dict:
+        return {
+            "images": self.images,
+            "positives": self.positives,
+            "threshold": self.threshold,
+            "precision": round(self.image_level.precision, 4),
+            "recall": round(self.image_level.recall, 4),
+            "f1": round(self.image_level.f1, 4),
+            "mAP50": round(self.map50, 4),
+            "counts": {k: getattr(self.image_level, k) for k in ("tp", "fp", "tn", "fn")},
+        }
+
+
+def evaluate_detector(
+    detector: Detector, images: list[YoloImage], threshold: float, batch: int = 8, progress: bool | None = None
+) -> DetectorScores:
+    """An image counts as predicted smoke when the detector gives a box at or above `threshold`;
+    mAP50 matches every box down to the detector's own low confidence floor."""
+    truth, predicted, preds, gts = [], [], [], []
+    bar = tqdm(total=len(images), desc="detector eval", unit="img", disable=None if progress is None else not progress)
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        frames = [cv2.cvtColor(cv2.imread(str(i.image)), cv2.COLOR_BGR2RGB) for i in chunk]
+        for item, frame, dets in zip(chunk, frames, detector.detect(frames)):
+            h, w = frame.shape[:2]
+            truth.append(item.positive)
+            predicted.append(any(d.conf >= threshold for d in dets))
+            preds.append([(d.box, d.conf) for d in dets])
+            gts.append(item.boxes(w, h))
+        bar.update(len(chunk))
+    bar.close()
+    scores, hits, total = match_boxes(preds, gts, 0.5)
+    return DetectorScores(len(images), sum(truth), threshold, binary_scores(truth, predicted), average_precision(hits, scores, total))

@@ -1,0 +1,231 @@
+"""Every score smokewatch reports, computed here and nowhere else.
+
+Conventions (those of Table 7-1): Precision = TP/(TP+FP), Recall = TPR = TP/(TP+FN),
+TNR = TN/(TN+FP), F1 = 2PR/(P+R). A ratio whose denominator is zero is 0.0, as scikit-learn
+does with `zero_division=0`, so a verifier that never says "smoke" scores precision 0, not NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.records import Box
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+@dataclass(frozen=True)
+class BinaryScores:
+    """Confusion counts and the ratios derived from them."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    tpr = recall
+
+    @property
+    def tnr(self) -> float:
+        return _ratio(self.tn, self.tn + self.fp)
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return _ratio(2 * p * r, p + r)
+
+    @property
+    def accuracy(self) -> float:
+        return _ratio(self.tp + self.tn, self.tp + self.tn + self.fp + self.fn)
+
+    @property
+    def support(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.update(
+            precision=self.precision, recall=self.recall, f1=self.f1, tpr=self.tpr, tnr=self.tnr, accuracy=self.accuracy
+        )
+        return out
+
+
+def binary_scores(truth: Sequence[bool], predicted: Sequence[bool]) -> BinaryScores:
+    t = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    if t.shape != p.shape:
+        raise ValueError(f"truth and predictions differ in length ({t.size} vs {p.size})")
+    return BinaryScores(
+        tp=int(np.sum(t & p)), fp=int(np.sum(~t & p)), tn=int(np.sum(~t & ~p)), fn=int(np.sum(t & ~p))
+    )
+
+
+def precision_recall_curve(truth: Sequence[bool], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds) with one point per distinct score, highest threshold first."""
+    t = np.asarray(truth, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    if t.size == 0:
+        return np.array([1.0]), np.array([0.0]), np.array([])
+    order = np.argsort(-s, kind="stable")
+    s, t = s[order], t[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tps = np.cumsum(t)[distinct]
+    fps = np.cumsum(~t)[distinct]
+    precision = tps / np.maximum(tps + fps, 1)
+    recall = tps / t.sum() if t.sum() else np.zeros_like(tps, dtype=float)
+    return precision.astype(float), recall.astype(float), s[distinct]
+
+
+def average_precision(truth: Sequence[bool], scores: Sequence[float], positives: int | None = None) -> float:
+    """Area under the precision-recall curve with precision made monotone (VOC 2010+ / COCO style,
+    all points). `positives` overrides the number of positives (ground-truth boxes never matched
+    by any prediction still count against recall)."""
+    t = np.asarray(truth, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    total = int(t.sum()) if positives is None else int(positives)
+    if total == 0:
+        return 0.0
+    order = np.argsort(-s, kind="stable")
+    t = t[order]
+    tps = np.cumsum(t)
+    fps = np.cumsum(~t)
+    recall = np.r_[0.0, tps / total]
+    precision = np.r_[1.0, tps / np.maximum(tps + fps, 1)]
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
+def match_boxes(
+    predictions: Sequence[Sequence[tuple[Box, float]]],
+    truths: Sequence[Sequence[Box]],
+    iou: float = 0.5,
+) -> tuple[list[float], list[bool], int]:
+    """Greedy matching per image, highest score first: (scores, is_true_positive, ground-truth count)."""
+    scores, hits, total = [], [], 0
+    for preds, gts in zip(predictions, truths):
+        total += len(gts)
+        used = [False] * len(gts)
+        for box, score in sorted(preds, key=lambda p: -p[1]):
+            best, best_iou = -1, iou
+            for j, gt in enumerate(gts):
+                overlap = box.iou(gt)
+                if not used[j] and overlap >= best_iou:
+                    best, best_iou = j, overlap
+            if best >= 0:
+                used[best] = True
+            scores.append(score)
+            hits.append(best >= 0)
+    return scores, hits, total
+
+
+def step_average_precision(truth: Sequence[bool], scores: Sequence[float]) -> float:
+    """Average precision of a binary classifier without interpolation: sum over distinct thresholds
+    of (R_n - R_{n-1}) * P_n, tied scores taken together. This is scikit-learn's
+    `average_precision_score`, the usual summary of a verifier's precision-recall curve; the
+    interpolated :func:`average_precision` above stays the detector's (VOC/COCO) convention.
+    No positives gives 0.0 (scikit-learn warns and also returns 0 there)."""
+    t = np.asarray(truth, dtype=bool)
+    if not t.any():
+        return 0.0
+    precision, recall, _ = precision_recall_curve(t, scores)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+@dataclass(frozen=True)
+class DetectionDelay:
+    """Time to detection for one item: from its first smoke frame to the first alarm at or after it.
+
+    Alarms before the smoke starts are false alarms, not early detections, so they do not count
+    here (the caller scores them as false positives elsewhere). Frames are in the item's own
+    frame order; seconds come from the frames' timestamps.
+    """
+
+    smoke_frame: int
+    smoke_time_s: float
+    alarm_frame: int | None = None
+    alarm_time_s: float | None = None
+
+    @property
+    def detected(self) -> bool:
+        return self.alarm_frame is not None
+
+    @property
+    def frames(self) -> int | None:
+        return None if self.alarm_frame is None else self.alarm_frame - self.smoke_frame
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.alarm_time_s is None else self.alarm_time_s - self.smoke_time_s
+
+    def to_json(self) -> dict:
+        return {
+            "smoke_frame": self.smoke_frame,
+            "smoke_time_s": round(self.smoke_time_s, 3),
+            "alarm_frame": self.alarm_frame,
+            "alarm_time_s": None if self.alarm_time_s is None else round(self.alarm_time_s, 3),
+            "frames": self.frames,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+        }
+
+
+def detection_delay(smoke_frame: int, smoke_time_s: float, alarms: Sequence[tuple[int, float]]) -> DetectionDelay:
+    """The delay to the first of `alarms` ((frame, time) pairs, any order) at or after `smoke_frame`."""
+    after = [a for a in alarms if a[0] >= smoke_frame]
+    if not after:
+        return DetectionDelay(smoke_frame, float(smoke_time_s))
+    frame, time_s = min(after)
+    return DetectionDelay(smoke_frame, float(smoke_time_s), int(frame), float(time_s))
+
+
+@dataclass(frozen=True)
+class DelaySummary:
+    """Time to detection over a set of smoke items; statistics cover the detected ones only, and
+    `missed` says how many were never detected (a mean that hid misses would flatter a verifier)."""
+
+    items: int
+    detected: int
+    mean_frames: float | None
+    median_frames: float | None
+    max_frames: int | None
+    mean_s: float | None
+    median_s: float | None
+    max_s: float | None
+
+    @property
+    def missed(self) -> int:
+        return self.items - self.detected
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["missed"] = self.missed
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def summarize_delays(delays: Sequence[DetectionDelay]) -> DelaySummary:
+    frames = np.array([d.frames for d in delays if d.detected], dtype=float)
+    seconds = np.array([d.seconds for d in delays if d.detected], dtype=float)
+    if frames.size == 0:
+        return DelaySummary(len(delays), 0, None, None, None, None, None, None)
+    return DelaySummary(
+        items=len(delays),
+        detected=int(frames.size),
+        mean_frames=float(frames.mean()),
+        median_frames=float(np.median(frames)),
+        max_frames=int(frames.max()),
+        mean_s=float(seconds.mean()),
+        median_s=float(np.median(seconds)),
+        max_s=float(seconds.max()),
+    )

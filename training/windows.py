@@ -1,0 +1,182 @@
+"""Labelled smoke-tube windows for training verifiers, with their features cached on disk.
+
+The engine runs over each training item exactly as it will in service (same sampler, detector,
+tubes and backbone), so the verifier learns on the windows it will be shown, including the
+detector's false positives on clouds, fog and dust: those are the hard negatives it exists to
+reject. Beside them, a second tube builder follows the ground-truth boxes, so every plume yields
+positive windows even where the detector (early in training, or on faint smoke) missed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.engine import Engine, Session
+from pipeline.records import Detection, Frame, WindowRequest
+from pipeline.tubes import TubeBuilder
+
+from .datasets import ManifestItem, frame_boxes
+
+GT_TRACK_OFFSET = 1_000_000  # track ids of ground-truth tubes, apart from detector tubes
+MIN_OVERLAP = 0.3  # share of a ground-truth box a region must hold to count as showing it
+
+
+@dataclass
+class WindowSet:
+    """Windows of many items: features (N, T, D) float16, labels, and where each came from."""
+
+    features: np.ndarray
+    labels: np.ndarray  # 1 smoke, 0 not
+    item: np.ndarray  # index into `items`
+    from_detector: np.ndarray  # True: a detector tube; False: a ground-truth tube
+    detector_conf: np.ndarray
+    items: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask: np.ndarray) -> "WindowSet":
+        return WindowSet(
+            self.features[mask], self.labels[mask], self.item[mask], self.from_detector[mask],
+            self.detector_conf[mask], self.items,
+        )
+
+    def summary(self) -> dict[str, int]:
+        det = self.from_detector
+        return {
+            "windows": len(self),
+            "positive": int(self.labels.sum()),
+            "negative": int((1 - self.labels).sum()),
+            "detector_windows": int(det.sum()),
+            "detector_false_positives": int((det & (self.labels == 0)).sum()),
+            "ground_truth_windows": int((~det).sum()),
+        }
+
+
+def _overlap(region: tuple[int, int, int, int], box) -> float:
+    x1, y1, x2, y2 = region
+    w = min(x2, box.x2) - max(x1, box.x1)
+    h = min(y2, box.y2) - max(y1, box.y1)
+    return (w * h) / box.area if w > 0 and h > 0 and box.area > 0 else 0.0
+
+
+class LabellingSession(Session):
+    """A session that also follows ground-truth tubes and keeps every window's features and label."""
+
+    def __init__(self, engine: Engine, item: ManifestItem) -> None:
+        super().__init__(engine)
+        self.item = item
+        self.gt_tubes = TubeBuilder(self.config.tubes.model_copy(update={"max_missed": 0}))
+        self.records: list[tuple[np.ndarray, int, bool, float]] = []
+        self._truth: dict[int, tuple[int, list | None]] = {}
+
+    def link(self, seq: int, frame: Frame, detections: list) -> list[WindowRequest]:
+        requests = super().link(seq, frame, detections)
+        width, height = frame.size
+        boxes = frame_boxes(self.item, frame.index, width, height)
+        self._truth[seq] = (frame.index, boxes)
+        if boxes:
+            gt = self.gt_tubes.update(seq, [Detection(b, 1.0) for b in boxes], width, height)
+            requests += [
+                WindowRequest(r.track_id + GT_TRACK_OFFSET, r.seq, r.region, r.frame_seqs, r.box, r.detector_conf)
+                for r in gt
+            ]
+        else:
+            self.gt_tubes.update(seq, [], width, height)
+        return requests
+
+    def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
+        stacked = super().window_features(requests)
+        array = stacked.detach().to("cpu", torch.float16).numpy()
+        for request, features in zip(requests, array):
+            frame_index, boxes = self._truth[request.seq]
+            self.records.append(
+                (features, self._label(request, frame_index, boxes), request.track_id < GT_TRACK_OFFSET, request.detector_conf)
+            )
+        return stacked
+
+    def _label(self, request: WindowRequest, frame_index: int, boxes) -> int:
+        if not self.item.smoke_at(frame_index):
+            return 0
+        if boxes is None:  # no per-frame boxes: the frame's truth is all we know
+            return 1
+        return int(any(_overlap(request.region, b) >= MIN_OVERLAP for b in boxes))
+
+
+def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str) -> str:
+    cfg = engine.config
+    stat = item.path.stat()
+    payload = json.dumps(
+        {
+            "path": str(item.path),
+            "size": stat.st_size,
+            "mtime": int(stat.st_mtime),
+            "label": [item.label, item.smoke_from, item.smoke_to],
+            "bundle": bundle_fingerprint,
+            "config": cfg.model_dump(mode="json", include={"sampling", "detector", "tubes", "extractor"}),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def network_fingerprint(*modules: torch.nn.Module) -> str:
+    """A hash of networks' weights, so cached features are recomputed when a network changes."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes()[:4096])
+            digest.update(str(float(tensor.float().sum())).encode())
+    return digest.hexdigest()[:16]
+
+
+def collect_windows(
+    engine: Engine, items: list[ManifestItem], cache_dir: Path | None = None, progress: bool | None = None
+) -> WindowSet:
+    """Run the pipeline over every item and return its labelled windows (cached per item on disk)."""
+    fingerprint = network_fingerprint(engine.detector.network, engine.extractor.backbone)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    feats, labels, owners, from_det, confs = [], [], [], [], []
+    window, dim = engine.config.tubes.window, engine.extractor.dim
+    for index, item in enumerate(tqdm(items, desc="windows", unit="item", disable=None if progress is None else not progress)):
+        cached = cache_dir / f"{_cache_key(engine, item, fingerprint)}.npz" if cache_dir is not None else None
+        if cached is not None and cached.exists():
+            data = np.load(cached)
+            f, l, d, c = data["features"], data["labels"], data["from_detector"], data["detector_conf"]
+        else:
+            session = LabellingSession(engine, item)
+            with engine.open(item.path) as source:
+                for _ in engine.run(source, session):
+                    pass
+            if session.records:
+                f = np.stack([r[0] for r in session.records])
+                l = np.array([r[1] for r in session.records], np.int64)
+                d = np.array([r[2] for r in session.records], bool)
+                c = np.array([r[3] for r in session.records], np.float32)
+            else:
+                f = np.zeros((0, window, dim), np.float16)
+                l, d, c = np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.float32)
+            if cached is not None:
+                np.savez(cached, features=f, labels=l, from_detector=d, detector_conf=c)
+        feats.append(f)
+        labels.append(l)
+        owners.append(np.full(len(l), index, np.int64))
+        from_det.append(d)
+        confs.append(c)
+    return WindowSet(
+        np.concatenate(feats) if feats else np.zeros((0, window, dim), np.float16),
+        np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        np.concatenate(owners) if owners else np.zeros(0, np.int64),
+        np.concatenate(from_det) if from_det else np.zeros(0, bool),
+        np.concatenate(confs) if confs else np.zeros(0, np.float32),
+        [str(i.path) for i in items],
+    )

@@ -87,6 +87,27 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from pipeline.errors import BundleError
+    from service.app import create_app, uvicorn_log_config
+    from service.settings import Settings
+
+    given = {"host": args.host, "port": args.port, "model": args.model}
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid service settings (SMOKEWATCH_* variables, .env or options): {problems}") from None
+    model = resolve_model(str(settings.model) if settings.model else None)
+    if not model.is_dir():  # refuse now rather than serve 503 forever
+        raise BundleError(f"model bundle folder not found: {model}")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=uvicorn_log_config())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smokewatch",
@@ -107,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("serve", help="run the HTTP service (POST /detect, /jobs, /healthz, /metrics, ...)")
+    p.add_argument("--host", help="address to bind (default: SMOKEWATCH_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default: SMOKEWATCH_PORT or 8000)")
+    p.add_argument("--model", metavar="DIR", help="model bundle folder (default: SMOKEWATCH_MODEL or the shipped bundle)")
+    p.set_defaults(func=cmd_serve)
 
     from training.cli import add_training_commands
 

@@ -15,8 +15,11 @@ from service.settings import Settings, get_settings
 
 @pytest.fixture(scope="session")
 def api_settings(tiny_bundle_dir, tmp_path_factory) -> Settings:
+    # Given explicitly, so SMOKEWATCH_* variables of a developer's shell cannot change what tests see.
     return Settings(
         _env_file=None,
+        api_key=None,
+        workers=1,
         model=tiny_bundle_dir,
         upload_dir=tmp_path_factory.mktemp("uploads"),
         queue_size=QUEUE_SIZE,

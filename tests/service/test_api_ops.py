@@ -17,7 +17,7 @@ def test_health_and_readiness(api):
 
 
 def test_not_ready_while_the_model_cannot_load(tmp_path):
-    settings = Settings(_env_file=None, model=tmp_path / "no-bundle", upload_dir=tmp_path)
+    settings = Settings(_env_file=None, api_key=None, model=tmp_path / "no-bundle", upload_dir=tmp_path)
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200  # alive: restarting would not help
         for _ in range(200):

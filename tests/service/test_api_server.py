@@ -44,8 +44,9 @@ def server(tiny_bundle_dir, tmp_path_factory):
     port = free_port()
     home = tmp_path_factory.mktemp("server")
     uploads = home / "uploads"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SMOKEWATCH_") or k == "SMOKEWATCH_HOME"}
     env = {
-        **os.environ,
+        **inherited,
         "SMOKEWATCH_QUEUE_SIZE": str(QUEUE),
         "SMOKEWATCH_JOB_TTL_S": str(JOB_TTL_S),
         "SMOKEWATCH_UPLOAD_DIR": str(uploads),

@@ -227,8 +227,8 @@ def expected_kept_frames(info: SourceInfo, fps: float | None, stride: int = 1) -
     if info.frame_count is None:
         return None
     if info.kind == "video" and fps and info.fps and fps < info.fps:
-        duration = info.duration_s if info.duration_s else info.frame_count / info.fps
-        return max(1, int(math.floor(duration * fps)) + 1)
+        last_frame_time = (info.frame_count - 1) / info.fps  # the duration ends one frame later
+        return max(1, int(math.floor(last_frame_time * fps + 1e-6)) + 1)
     if info.kind == "frames":
         return (info.frame_count + stride - 1) // stride
     return info.frame_count

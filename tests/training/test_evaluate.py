@@ -1,0 +1,256 @@
+"""`smokewatch evaluate`: decisions and baselines on hand-made traces, then the whole command on tiny
+synthetic clips with the tiny random-weight bundle, and malformed manifests stopped at their row."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.bundle import bundle_hash
+from pipeline.config import HEAD_NAMES, DecisionConfig
+from pipeline.records import Box, Detection, SourceInfo, StageTimes, WindowResult
+from pipeline.verifier import TABLE_NAMES
+from service.cli import main
+from training.datasets import ManifestItem
+from training.evaluation.baselines import detector_alone, frame_vote
+from training.evaluation.decisions import verifier_decision
+from training.evaluation.records import FrameTrace, ItemTrace, VoteOptions
+from training.evaluation.report import COLUMNS
+from training.evaluation.scoring import score_traces
+from training.synth.dataset import SynthRequest, write_dataset
+
+A = Box(10, 10, 30, 30)
+B = Box(60, 60, 80, 80)
+
+
+def window(frame: int, p: float, box: Box = A, track: int = 0) -> WindowResult:
+    return WindowResult(track, frame, frame * 0.5, box, box, 0.0, p, p >= 0.5, False, {"lstm": p})
+
+
+def trace(detections: list[tuple[Detection, ...]], windows: list[WindowResult], label="smoke", smoke_from=2) -> ItemTrace:
+    item = ManifestItem(Path("x.mp4"), label, smoke_from if label == "smoke" else None, None, 1, len(detections))
+    info = SourceInfo("x.mp4", "video", 100, 100, 2.0, len(detections), len(detections) / 2.0)
+    frames = [FrameTrace(i, i * 0.5, dets) for i, dets in enumerate(detections)]
+    times = StageTimes(decode=1.0, detect=2.0, features=3.0, heads={"lstm": 0.5}, other=10.0)
+    return ItemTrace(item, info, frames, windows, times, "smoke", "lstm", len(detections), 7.0)
+
+
+def test_verifier_decision_replays_the_k_of_n_rule_per_head():
+    t = trace([()] * 4, [window(i, p) for i, p in enumerate([0.6, 0.2, 0.7, 0.1])])
+    d = verifier_decision(t, "lstm", DecisionConfig(threshold=0.5, confirm_k=2, confirm_n=3))
+    assert d.window_pred.tolist() == [True, False, True, False]
+    assert d.window_score.tolist() == [0.6, 0.2, 0.7, 0.1]
+    assert d.alarms == [(2, 1.0)] and d.verdict == "smoke" and d.seconds == 0.5
+
+
+def test_detector_alone_says_smoke_wherever_there_is_a_box():
+    dets = [(Detection(A, 0.3),), (), (Detection(B, 0.9),)]
+    t = trace(dets, [window(0, 0.1), window(1, 0.1), window(2, 0.1, box=A), window(2, 0.1, box=B, track=1)])
+    d = detector_alone(t)
+    assert d.window_pred.tolist() == [True, False, False, True]  # window 2 of A: A was not detected there
+    assert d.window_score.tolist() == [0.3, 0.0, 0.0, 0.9]
+    assert [a[0] for a in d.alarms] == [0, 2]
+
+
+def test_frame_vote_needs_half_the_frames_and_mean_confidence_with_alert_hysteresis():
+    confs = [0.5, 0.2, None, 0.1, 0.22]  # None: no box in that frame
+    dets = [() if c is None else (Detection(A, c),) for c in confs]
+    t = trace(dets, [window(i, 0.1) for i in range(len(confs))])
+    # frame 0: one vote, two needed; 1: mean .7/4 > .15; 2: no box, but the earlier boxes still
+    # vote (.7/4); 3: .8/4; 4: .52/4 = .13 passes only at the lowered threshold .8 x .15
+    voted = frame_vote(t, VoteOptions(frames=4, threshold=0.15))
+    assert [a[0] for a in voted.alarms] == [1, 2, 3, 4]
+    assert voted.window_pred.tolist() == [False, True, True, True, True]
+    assert voted.window_score[0] == 0.0 and voted.window_score[1] == pytest.approx(0.175)
+    strict = frame_vote(t, VoteOptions(frames=4, threshold=0.15, alert_factor=1.0))
+    assert [a[0] for a in strict.alarms] == [1, 2, 3]
+    assert strict.window_pred.tolist() == [False, True, True, True, False]
+    far = frame_vote(trace([(Detection(A, 0.9),), (Detection(B, 0.9),)], []), VoteOptions(frames=2))
+    assert far.alarms == [(0, 0.0), (1, 0.5)]  # min votes of 2 frames is 1
+    assert frame_vote(trace([(Detection(A, 0.9),), (Detection(B, 0.9),)], []), VoteOptions(frames=3)).alarms == []
+
+
+def test_rows_share_windows_and_time_their_own_step():
+    dets = [(Detection(A, 0.3),)] * 5
+    t = trace(dets, [window(i, p) for i, p in enumerate([0.1, 0.2, 0.9, 0.8, 0.3])], smoke_from=2)
+    ev = score_traces([t], ["lstm"], DecisionConfig(), VoteOptions(frames=4))
+    assert [r.spec.label for r in ev.rows] == ["one LSTM", "detector alone", "frame vote (n=4)"]
+    lstm = ev.row("lstm")
+    # window truth from the last frame: frames 2-4 smoke; lstm says smoke at 2 and 3
+    assert (lstm.window.tp, lstm.window.fp, lstm.window.tn, lstm.window.fn) == (2, 0, 2, 1)
+    assert (lstm.item.tp, lstm.item.fn) == (1, 0)
+    assert lstm.s_per_frame == pytest.approx((1 + 2 + 3 + 0.5) / 5)
+    assert ev.row("detector").s_per_frame == pytest.approx(3 / 5, abs=1e-3)
+    assert ev.row("detector").delays.mean_frames == 0  # a box at the first smoke frame
+    assert lstm.delays.mean_frames == 0 and lstm.delays.mean_s == 0.0
+    assert ev.outcomes[0]["detector"].first_alarm == (0, 0.0)  # an alarm before the smoke: false alarm
+
+
+# --- the command, end to end ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> Path:
+    """Two smoke clips and one hard negative (synthetic), in one manifest folder."""
+    root = tmp_path_factory.mktemp("evaluate-data")
+    rows = []
+    for kind, clips in (("smoke", 2), ("negatives", 1)):
+        write_dataset(SynthRequest(root / kind, clips=clips, seed=7, size=(160, 96), frames=6, fps=5.0, workers=1, kind=kind), progress=False)
+        with (root / kind / "manifest.csv").open() as fh:
+            rows += [{**r, "path": f"{kind}/{r['path']}"} for r in csv.DictReader(fh)]
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "smoke_from", "smoke_to"])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert {r["label"] for r in rows} == {"smoke", "no_smoke"}
+    return root
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> Path:
+    """Other synthetic clips (another seed): two with smoke, two without."""
+    root = tmp_path_factory.mktemp("evaluate-train")
+    write_dataset(SynthRequest(root, clips=4, seed=11, size=(160, 96), frames=6, fps=5.0, workers=1), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(synth_data, train_data, tiny_bundle_dir, tmp_path_factory):
+    """The whole command: heads trained (one epoch) on one folder, then evaluated on another."""
+    out = tmp_path_factory.mktemp("evaluate-out") / "out"
+    args = ["evaluate", str(synth_data), "--model", str(tiny_bundle_dir), "--train-heads", str(train_data),
+            "--train-epochs", "1", "--out", str(out), "-q"]
+    assert main(args) == 0
+    return out
+
+
+def test_evaluate_writes_table_results_and_plots(evaluated, synth_data, train_data):
+    out = evaluated
+    labels = [TABLE_NAMES[h] for h in HEAD_NAMES] + ["detector alone", "frame vote (n=4)"]
+    with (out / "table.csv").open() as fh:
+        table = list(csv.reader(fh))
+    assert tuple(table[0]) == COLUMNS
+    assert [r[0] for r in table[1:]] == labels
+    for row in table[1:]:
+        assert all(len(cell.split(".")[1]) == 2 for cell in row[1:6]), row  # two decimals, like the lecture
+    md = (out / "table.md").read_text()
+    assert md.count("| one LSTM |") == 2  # window level, then item level
+    assert "| " + " | ".join(table[1]) + " |" in md
+
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["table"]["rows"] == table[1:]
+    assert doc["data"]["items"] == 3 and doc["data"]["smoke_items"] == 2
+    assert len(doc["data"]["hash"]) == 16
+    # the heads were trained, saved into OUT/bundle, and that bundle is what was evaluated
+    assert doc["model"]["path"] == str(out / "bundle") and doc["model"]["hash"] == bundle_hash(out / "bundle")
+    saved = json.loads((out / "bundle" / "metadata.json").read_text())
+    assert doc["model"]["head_files"] == {h: saved["files"][f"heads/{h}.pt"] for h in HEAD_NAMES}
+    assert saved["provenance"]["evaluate"]["heads_trained_on"] == str(train_data)
+    trained = doc["model"]["trained_heads"]
+    assert set(trained["heads"]) == set(HEAD_NAMES) and trained["items"] == 4
+    assert all(r["epochs_run"] == 1 for r in trained["heads"].values())
+    assert doc["environment"]["libraries"]["torch"].startswith("2.14.1")
+    assert doc["environment"]["device"] == "cpu"
+    assert doc["config"]["pipeline"]["tubes"]["window"] == 4
+    assert [r["label"] for r in doc["rows"]] == labels
+
+    items = doc["items"]
+    windows = sum(i["windows"] for i in items)
+    assert windows > 0 and doc["data"]["windows"] == windows
+    frames = sum(i["frames_processed"] for i in items)
+    for row in doc["rows"]:
+        w, it = row["window"], row["item"]
+        assert w["tp"] + w["fp"] + w["tn"] + w["fn"] == windows
+        assert it["tp"] + it["fp"] + it["tn"] + it["fn"] == 3
+        said_smoke = [i["rows"][row["key"]]["verdict"] == "smoke" for i in items]
+        assert it["tp"] + it["fp"] == sum(said_smoke)
+        ttd = row["time_to_detection"]
+        assert ttd["items"] == 2 and ttd["detected"] + ttd["missed"] == 2
+        for i in items:
+            own = i["rows"][row["key"]]
+            assert own["correct"] == (own["verdict"] == i["label"])
+            delay = own["time_to_detection"]
+            if i["label"] == "no_smoke":
+                assert delay is None
+            elif delay["alarm_frame"] is not None:
+                assert delay["frames"] == delay["alarm_frame"] - (i["smoke_from"] or 0) >= 0
+        # s/frame: the shared stages this row needs plus its own head, over processed frames
+        if row["kind"] == "verifier":
+            stages = sum(i["stages"]["decode"] + i["stages"]["detect"] + i["stages"]["features"]
+                         + i["stages"]["heads"][row["key"]] for i in items)
+            assert row["timing"]["s_per_frame"] == pytest.approx(stages / frames, rel=1e-2, abs=1e-3)
+    for i in items:  # the engine's own verdict (primary head) is what the replay of that head says
+        assert i["rows"][i["engine_verdict"]["head"]]["verdict"] == i["engine_verdict"]["verdict"]
+
+    for png in ["plots/scores.png", "plots/precision_recall.png"] + [
+        f"plots/timelines/{n:04d}_synth_0000{k}.mp4.png" for n, k in ((0, 0), (1, 1), (2, 0))
+    ]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_evaluate_prints_the_table(synth_data, tiny_bundle_dir, tmp_path, capsys):
+    """A subset of heads, the item-level table, and the replay checked against a real run of a
+    non-primary head."""
+    one = tmp_path / "one"
+    (one / "smoke" / "clips").mkdir(parents=True)
+    shutil.copy(synth_data / "smoke" / "clips" / "synth_00001.mp4", one / "smoke" / "clips")
+    (one / "manifest.csv").write_text("path,label,smoke_from,smoke_to\nsmoke/clips/synth_00001.mp4,smoke,2,\n")
+    out = tmp_path / "out"
+    args = ["evaluate", str(one), "--model", str(tiny_bundle_dir), "--out", str(out), "-q", "--no-plots",
+            "--heads", "deep-gru,lstm", "--level", "item", "--vote-frames", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("## item level") < printed.index("## window level")
+    assert "| deep GRUs |" in printed and "| one GRU |" not in printed
+    table = (out / "table.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in table[1:]] == ["one LSTM", "deep GRUs", "detector alone", "frame vote (n=3)"]
+    assert not (out / "plots").exists()
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["table"]["level"] == "item"
+
+    from pipeline.bundle import ModelBundle
+    from pipeline.engine import Engine
+
+    bundle = ModelBundle.load(tiny_bundle_dir, heads=["deep-gru"])
+    clip = Engine(bundle, heads=["deep-gru"]).detect(one / "smoke" / "clips" / "synth_00001.mp4", progress=False)
+    replay = doc["items"][0]["rows"]["deep-gru"]
+    assert replay["verdict"] == clip.verdict
+    assert replay["first_alarm_frame"] == clip.first_smoke_frame
+
+
+# --- malformed manifests stop with the row named ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("path,smoke_from\nsmoke/clips/synth_00000.mp4,\n", "missing column label"),
+        ("path,label\nsmoke/clips/synth_00000.mp4,smoke\nsmoke/clips/synth_00001.mp4,fire\n", "row 2 (smoke/clips/synth_00001.mp4): unknown label 'fire'"),
+        ("path,label,smoke_from\nsmoke/clips/synth_00000.mp4,smoke,\nnowhere.mp4,no_smoke,\n", "row 2 (nowhere.mp4): nowhere.mp4 does not exist"),
+        ("path,label,smoke_from\nsmoke/clips/synth_00000.mp4,smoke,99\n", "row 1 (smoke/clips/synth_00000.mp4): smoke_from 99 is beyond the end (6 frames)"),
+    ],
+    ids=["missing column", "unknown label", "missing file", "smoke_from beyond the end"],
+)
+def test_malformed_manifest_stops_with_the_row(manifest, message, synth_data, tiny_bundle_dir, tmp_path, capsys):
+    (tmp_path / "smoke").symlink_to(synth_data / "smoke")
+    (tmp_path / "manifest.csv").write_text(manifest)
+    code = main(["evaluate", str(tmp_path), "--model", str(tiny_bundle_dir), "--out", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("smokewatch: error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_head_is_refused(synth_data, tiny_bundle_dir, tmp_path, capsys):
+    assert main(["evaluate", str(synth_data), "--model", str(tiny_bundle_dir), "--heads", "lstm,cnn", "-q"]) == 2
+    assert "unknown verifier head cnn" in capsys.readouterr().err
+
+
+def test_training_on_the_evaluation_data_is_refused(synth_data, tiny_bundle_dir, tmp_path, capsys):
+    args = ["evaluate", str(synth_data), "--model", str(tiny_bundle_dir), "--train-heads", str(synth_data / "smoke"),
+            "--out", str(tmp_path / "out"), "-q"]
+    assert main(args) == 2
+    assert "share 2 item(s)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "bundle").exists()

@@ -1,0 +1,121 @@
+"""The evaluation's scores, checked against scikit-learn on hand-made cases, degenerate ones included."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from training.metrics import (
+    DetectionDelay,
+    binary_scores,
+    detection_delay,
+    precision_recall_curve,
+    step_average_precision,
+    summarize_delays,
+)
+
+CASES = {
+    "mixed": ([1, 0, 1, 1, 0, 0, 1, 0, 1, 1], [1, 0, 0, 1, 1, 0, 1, 0, 0, 1]),
+    "no positives in truth": ([0, 0, 0, 0], [1, 0, 1, 0]),
+    "no predictions": ([1, 0, 1, 0, 1], [0, 0, 0, 0, 0]),
+    "no positives, no predictions": ([0, 0, 0], [0, 0, 0]),
+    "all positive, all found": ([1, 1, 1], [1, 1, 1]),
+    "everything wrong": ([1, 0, 1, 0], [0, 1, 0, 1]),
+    "single sample": ([1], [0]),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_binary_scores_match_scikit_learn(name):
+    truth, predicted = CASES[name]
+    s = binary_scores([bool(v) for v in truth], [bool(v) for v in predicted])
+    tn, fp, fn, tp = sk.confusion_matrix(truth, predicted, labels=[0, 1]).ravel()
+    assert (s.tp, s.fp, s.tn, s.fn) == (tp, fp, tn, fn)
+    assert s.precision == pytest.approx(sk.precision_score(truth, predicted, zero_division=0))
+    assert s.recall == s.tpr == pytest.approx(sk.recall_score(truth, predicted, zero_division=0))
+    assert s.f1 == pytest.approx(sk.f1_score(truth, predicted, zero_division=0))
+    assert s.tnr == pytest.approx(sk.recall_score(truth, predicted, pos_label=0, zero_division=0))
+    assert s.accuracy == pytest.approx(sk.accuracy_score(truth, predicted))
+
+
+def test_binary_scores_refuse_mismatched_lengths():
+    with pytest.raises(ValueError):
+        binary_scores([True, False], [True])
+
+
+RANKING = {
+    "distinct": ([0, 1, 1, 0, 1, 0, 1], [0.1, 0.9, 0.4, 0.45, 0.35, 0.2, 0.8]),
+    "ties": ([0, 1, 1, 0, 1, 0], [0.4, 0.9, 0.4, 0.4, 0.35, 0.9]),
+    "all equal scores": ([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]),
+    "all positive": ([1, 1, 1], [0.2, 0.7, 0.1]),
+    "random": (
+        list(np.random.default_rng(0).random(60) < 0.4),
+        list(np.round(np.random.default_rng(1).random(60), 2)),  # rounded: many ties
+    ),
+}
+
+
+@pytest.mark.parametrize("name", RANKING)
+def test_precision_recall_curve_matches_scikit_learn(name):
+    truth, scores = RANKING[name]
+    precision, recall, thresholds = precision_recall_curve(truth, scores)
+    sk_precision, sk_recall, sk_thresholds = sk.precision_recall_curve(truth, scores)
+    # scikit-learn lists thresholds ascending and appends the (precision 1, recall 0) end point
+    np.testing.assert_allclose(precision[::-1], sk_precision[:-1])
+    np.testing.assert_allclose(recall[::-1], sk_recall[:-1])
+    np.testing.assert_allclose(thresholds[::-1], sk_thresholds)
+
+
+@pytest.mark.parametrize("name", RANKING)
+def test_step_average_precision_matches_scikit_learn(name):
+    truth, scores = RANKING[name]
+    assert step_average_precision(truth, scores) == pytest.approx(sk.average_precision_score(truth, scores))
+
+
+def test_ranking_without_positives():
+    truth, scores = [0, 0, 0], [0.1, 0.9, 0.4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_precision, _, sk_thresholds = sk.precision_recall_curve(truth, scores)
+        sk_ap = sk.average_precision_score(truth, scores)
+    precision, recall, thresholds = precision_recall_curve(truth, scores)
+    np.testing.assert_allclose(precision[::-1], sk_precision[:-1])
+    np.testing.assert_allclose(thresholds[::-1], sk_thresholds)
+    # documented difference: with nothing to recall, recall is 0 here (scikit-learn sets 1 and warns)
+    assert recall.tolist() == [0.0, 0.0, 0.0]
+    assert step_average_precision(truth, scores) == sk_ap == 0.0
+
+
+def test_ranking_of_nothing():
+    precision, recall, thresholds = precision_recall_curve([], [])
+    assert precision.tolist() == [1.0] and recall.tolist() == [0.0] and thresholds.size == 0
+    assert step_average_precision([], []) == 0.0
+
+
+def test_detection_delay_counts_from_first_smoke_frame_to_first_alarm_after_it():
+    # an alarm at frame 2 comes before the smoke (frame 5): a false alarm, not an early detection
+    delay = detection_delay(5, 2.5, [(9, 4.5), (2, 1.0), (7, 3.5)])
+    assert (delay.alarm_frame, delay.frames, delay.seconds) == (7, 2, pytest.approx(1.0))
+    assert delay.detected
+    missed = detection_delay(5, 2.5, [(2, 1.0)])
+    assert not missed.detected and missed.frames is None and missed.seconds is None
+    same_frame = detection_delay(0, 0.0, [(0, 0.0)])
+    assert same_frame.frames == 0 and same_frame.seconds == 0.0
+    assert missed.to_json()["alarm_frame"] is None
+
+
+def test_delay_summary_covers_detected_items_and_counts_misses():
+    delays = [
+        DetectionDelay(0, 0.0, 4, 2.0),
+        DetectionDelay(10, 5.0, 12, 6.0),
+        DetectionDelay(3, 1.5),
+        DetectionDelay(1, 0.5, 10, 5.0),
+    ]
+    summary = summarize_delays(delays)
+    assert (summary.items, summary.detected, summary.missed) == (4, 3, 1)
+    assert summary.mean_frames == pytest.approx(5.0) and summary.median_frames == 4.0 and summary.max_frames == 9
+    assert summary.mean_s == pytest.approx((2.0 + 1.0 + 4.5) / 3) and summary.max_s == pytest.approx(4.5)
+    none = summarize_delays([DetectionDelay(0, 0.0)])
+    assert none.detected == 0 and none.mean_frames is None and none.to_json()["missed"] == 1
+    assert summarize_delays([]).items == 0

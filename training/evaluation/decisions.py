@@ -1,0 +1,35 @@
+"""Each verifier's own decisions, replayed from its probabilities for the shared windows.
+
+The engine decides with its primary head only; here every head gets a fresh
+:class:`pipeline.decision.RegionDecider` (the same k-of-n rule and threshold the engine uses) fed
+with that head's p(smoke) for the same windows in the same order. So each head's item verdict
+and first confirmed frame are exactly what `smokewatch detect --head NAME` would report, without
+running detection and features six times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config import DecisionConfig
+from pipeline.decision import RegionDecider
+
+from .records import ItemDecision, ItemTrace
+
+
+def verifier_decision(trace: ItemTrace, head: str, config: DecisionConfig) -> ItemDecision:
+    """Window predictions (p >= threshold), scores (p) and confirmed frames of one head on one item.
+
+    Track ids are never reused within an item, so the engine's pruning of finished tracks
+    (`RegionDecider.forget`) cannot change a decision and is not needed here.
+    """
+    decider = RegionDecider(config)
+    scores = np.array([w.head_probs[head] for w in trace.windows], dtype=float)
+    predicted = np.zeros(len(trace.windows), dtype=bool)
+    alarms: list[tuple[int, float]] = []
+    for i, (window, p) in enumerate(zip(trace.windows, scores)):
+        verdict = decider.update(window.track_id, float(p), window.frame_index, window.time_s)
+        predicted[i] = verdict.verified
+        if verdict.confirmed and (not alarms or alarms[-1][0] != window.frame_index):
+            alarms.append((window.frame_index, window.time_s))
+    return ItemDecision(head, predicted, scores, alarms, trace.times.heads.get(head, 0.0))

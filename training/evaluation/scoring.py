@@ -1,0 +1,125 @@
+"""From per-item decisions to the rows of the table, with every ratio taken from training.metrics.
+
+Window level: every window a verifier judged, against the truth of its last frame. Item level:
+each item's verdict (any alarm) against its label. Time to detection: for each smoke item, from
+its first smoke frame to the row's first alarm at or after it. s/frame: the shared stages a row
+needs (decode + detection, plus features for a verifier) and its own compute (its head, or the
+vote), over all processed frames; tube bookkeeping is left out, as in the lecture's table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import HEAD_NAMES, DecisionConfig
+from pipeline.verifier import TABLE_NAMES
+from training.metrics import (
+    DetectionDelay,
+    binary_scores,
+    detection_delay,
+    precision_recall_curve,
+    step_average_precision,
+    summarize_delays,
+)
+
+from .baselines import detector_alone, frame_vote
+from .decisions import verifier_decision
+from .records import DETECTOR_ROW, VOTE_ROW, ItemDecision, ItemOutcome, ItemTrace, RowResult, RowSpec, VoteOptions
+
+
+def row_specs(heads: Sequence[str], vote: VoteOptions) -> list[RowSpec]:
+    """The table's rows: the evaluated heads in the lecture's order, then the two baselines."""
+    rows = [RowSpec(name, TABLE_NAMES[name], "verifier") for name in HEAD_NAMES if name in heads]
+    rows.append(RowSpec(DETECTOR_ROW, "detector alone", "baseline"))
+    rows.append(RowSpec(VOTE_ROW, f"frame vote (n={vote.frames})", "baseline"))
+    return rows
+
+
+def decide_item(
+    trace: ItemTrace, specs: Sequence[RowSpec], decision: DecisionConfig, vote: VoteOptions
+) -> dict[str, ItemDecision]:
+    """Every row's decisions on one item."""
+    out: dict[str, ItemDecision] = {}
+    for spec in specs:
+        if spec.kind == "verifier":
+            out[spec.key] = verifier_decision(trace, spec.key, decision)
+        elif spec.key == DETECTOR_ROW:
+            out[spec.key] = detector_alone(trace)
+        elif spec.key == VOTE_ROW:
+            out[spec.key] = frame_vote(trace, vote)
+        else:
+            raise ValueError(f"unknown row {spec.key}")
+    return out
+
+
+def item_delay(trace: ItemTrace, decision: ItemDecision) -> DetectionDelay | None:
+    start = trace.smoke_start
+    if start is None:
+        return None
+    return detection_delay(start, trace.time_of(start), decision.alarms)
+
+
+def item_outcome(trace: ItemTrace, decision: ItemDecision) -> ItemOutcome:
+    return ItemOutcome(
+        row=decision.row,
+        verdict=decision.verdict,
+        correct=decision.verdict == trace.item.label,
+        first_alarm=decision.first_alarm,
+        delay=item_delay(trace, decision),
+        window=binary_scores(trace.window_truth(), decision.window_pred),
+    )
+
+
+def shared_seconds(trace: ItemTrace, spec: RowSpec) -> float:
+    """Seconds of the shared stages a row depends on, for one item."""
+    seconds = trace.times.decode + trace.times.detect
+    if spec.kind == "verifier":
+        seconds += trace.times.features
+    return seconds
+
+
+def score_row(spec: RowSpec, traces: Sequence[ItemTrace], decisions: Sequence[dict[str, ItemDecision]]) -> RowResult:
+    own = [d[spec.key] for d in decisions]
+    truth = np.concatenate([t.window_truth() for t in traces]) if traces else np.zeros(0, bool)
+    predicted = np.concatenate([d.window_pred for d in own]) if own else np.zeros(0, bool)
+    scores = np.concatenate([d.window_score for d in own]) if own else np.zeros(0)
+    delays = [delay for t, d in zip(traces, own) if (delay := item_delay(t, d)) is not None]
+    return RowResult(
+        spec=spec,
+        window=binary_scores(truth, predicted),
+        item=binary_scores([t.item.is_smoke for t in traces], [d.verdict == "smoke" for d in own]),
+        window_ap=step_average_precision(truth, scores),
+        delays=summarize_delays(delays),
+        seconds=sum(shared_seconds(t, spec) + d.seconds for t, d in zip(traces, own)),
+        frames=sum(t.frames_processed for t in traces),
+        pr_curve=precision_recall_curve(truth, scores),
+    )
+
+
+@dataclass
+class Evaluation:
+    """A whole evaluation: rows in table order, and per item the traces, decisions and outcomes."""
+
+    specs: list[RowSpec]
+    rows: list[RowResult]
+    traces: list[ItemTrace]
+    decisions: list[dict[str, ItemDecision]]
+    outcomes: list[dict[str, ItemOutcome]]
+    decision: DecisionConfig
+    vote: VoteOptions
+
+    def row(self, key: str) -> RowResult:
+        return next(r for r in self.rows if r.spec.key == key)
+
+
+def score_traces(
+    traces: Sequence[ItemTrace], heads: Sequence[str], decision: DecisionConfig, vote: VoteOptions
+) -> Evaluation:
+    specs = row_specs(heads, vote)
+    decisions = [decide_item(t, specs, decision, vote) for t in traces]
+    outcomes = [{key: item_outcome(t, d) for key, d in per.items()} for t, per in zip(traces, decisions)]
+    rows = [score_row(spec, traces, decisions) for spec in specs]
+    return Evaluation(specs, rows, list(traces), decisions, outcomes, decision, vote)

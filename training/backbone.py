@@ -25,6 +25,7 @@ from pipeline.config import TubeConfig
 from pipeline.detector import Detector
 from pipeline.errors import SmokewatchError
 from pipeline.features import IMAGENET_MEAN, IMAGENET_STD, cut_crop
+from pipeline.models import resolve_device
 from pipeline.records import Box
 from pipeline.tubes import expand_region
 
@@ -127,7 +128,7 @@ def collect_crops(
 def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: BackboneOptions, progress: bool | None = None) -> dict:
     """Train `backbone` (in place) with a temporary linear classifier; returns a report."""
     torch.manual_seed(options.seed)
-    device = torch.device(options.device)
+    device = resolve_device(options.device)
     rng = np.random.default_rng(options.seed)
     unique = np.unique(data.group)
     val_groups = rng.choice(unique, size=max(1, int(len(unique) * options.val_fraction)), replace=False)

@@ -191,3 +191,40 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_verifier)
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    p = tsub.add_parser("default", help="build the shipped default bundle: synthetic data, detector, backbone, six heads, scores")
+    p.add_argument("--out", metavar="BUNDLE", help="where to write it (default: the shipped bundle folder)")
+    p.add_argument("--work", default=str(Path.home() / ".cache" / "smokewatch" / "train-default"), metavar="DIR",
+                   help="work folder; finished stages with the same settings are reused (default ~/.cache/smokewatch/train-default)")
+    p.add_argument("--real", action="append", default=[], metavar="DIR[:CLASSES]",
+                   help=f"real YOLO training set (default: {shared / 'train-real' / 'fire-and-smoke-ccby'}:1 when present)")
+    p.add_argument("--validate", action="append", default=[], metavar="DIR",
+                   help="real validation folders to score (never trained on): manifest folders and YOLO image folders")
+    p.add_argument("--clips", type=int, default=320, help="synthetic training clips (default 320)")
+    p.add_argument("--detector-hours", type=float, default=1.75, help="time limit of detector training (default 1.75)")
+    p.add_argument("--detector-epochs", type=int, default=12, help="detector epochs (default 12, fitted to the time limit)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_default, default_real=str(shared / "train-real" / "fire-and-smoke-ccby") + ":1",
+                   default_validate=[str(shared / "real-sample"), str(shared / "val-real" / "hpwren-smoke-aifm")])
+
+
+def cmd_train_default(args: argparse.Namespace) -> int:
+    """The one command that builds the shipped default bundle (see README, "The default model")."""
+    from pipeline.bundle import DEFAULT_BUNDLE
+    from training.recipe import DefaultRecipe, RealSet, train_default
+
+    real = [RealSet.parse(r) for r in (args.real or ([args.default_real] if Path(args.default_real.rsplit(":", 1)[0]).is_dir() else []))]
+    missing = [str(r.path) for r in real if not (r.path / "images").is_dir()]
+    if missing:
+        raise ConfigError(f"real training set not found: {', '.join(missing)}")
+    recipe = DefaultRecipe(
+        out=Path(args.out or DEFAULT_BUNDLE), work=Path(args.work), real=real, seed=args.seed,
+        train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
+        validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
+    )
+    report = train_default(recipe, progress=None if not args.quiet else False)
+    print(json.dumps(report, indent=2, default=str))
+    return 0

@@ -21,7 +21,7 @@ import torch
 from pipeline.bundle import ModelBundle
 from pipeline.config import PipelineConfig
 from pipeline.detector import Detector
-from pipeline.models import fuse_for_inference, smoke_class_index
+from pipeline.models import fuse_for_inference, resolve_device, smoke_class_index
 
 from .backbone import BackboneOptions, collect_crops, train_backbone
 from .datasets import read_manifest, read_yolo_folder
@@ -62,8 +62,9 @@ def environment() -> dict:
 
 
 def _detector_for(bundle: ModelBundle, device: str) -> Detector:
-    network = fuse_for_inference(copy.deepcopy(bundle.detector)).to(device)
-    return Detector(network, bundle.config.detector, smoke_class_index(bundle.detector_names, bundle.config.detector.smoke_class), torch.device(device))
+    target = resolve_device(device)
+    network = fuse_for_inference(copy.deepcopy(bundle.detector)).to(target)
+    return Detector(network, bundle.config.detector, smoke_class_index(bundle.detector_names, bundle.config.detector.smoke_class), target)
 
 
 def train_detector_stage(
@@ -167,3 +168,193 @@ def default_config() -> PipelineConfig:
             "sampling.fps": 4.0,
         }
     )
+
+
+@dataclass
+class DefaultRecipe:
+    """Everything `smokewatch train default` does, with its seeds. Stages resume from the work
+    folder when a finished stage with the same settings is already there."""
+
+    out: Path
+    work: Path
+    real: list[RealSet]
+    seed: int = 0
+    train_clips: int = 320
+    train_seed: int = 1000
+    tune_clips: int = 60
+    tune_seed: int = 1500
+    test_clips: int = 80
+    test_seed: int = 2000
+    detector_epochs: int = 12
+    detector_hours: float | None = 1.75
+    frames_per_clip: int = 4
+    max_real: int = 900
+    backbone_epochs: int = 4
+    head_epochs: int = 40
+    validation: list[Path] | None = None  # real validation folders (never trained on)
+    force: bool = False
+
+
+def _synth(folder: Path, clips: int, seed: int, progress) -> Path:
+    from .synth.dataset import SynthRequest, write_dataset
+
+    manifest = folder / "manifest.csv"
+    if not (manifest.exists() and sum(1 for _ in manifest.open()) - 1 == clips and (folder / "plans.jsonl").exists()
+            and f'"seed": {seed}' in (folder / "plans.jsonl").open().readline()):
+        write_dataset(SynthRequest(folder, clips=clips, seed=seed), progress=progress)
+    return folder
+
+
+def _stage_done(path: Path, section: str, wanted: dict) -> ModelBundle | None:
+    """A bundle saved by a finished stage, if its recorded settings match `wanted`."""
+    if not (path / "metadata.json").is_file():
+        return None
+    bundle = ModelBundle.load(path)
+    record = bundle.metadata.provenance.get(section, {})
+    return bundle if all(record.get(k) == v for k, v in wanted.items()) else None
+
+
+def tune_decision(traces, heads: list[str], base: "PipelineConfig") -> tuple[str, dict, dict]:
+    """Pick the head and decision rule (threshold, k of n) with the best item-level F1 on the
+    tuning clips; ties go to the higher TNR, then to the simpler rule."""
+    from .evaluation.records import VoteOptions
+    from .evaluation.scoring import score_traces
+
+    best = None
+    vote = VoteOptions(frames=base.tubes.window)
+    for k, n in ((1, 1), (2, 3), (3, 4), (3, 5)):
+        for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+            decision = base.decision.model_copy(update={"threshold": threshold, "confirm_k": k, "confirm_n": n})
+            evaluation = score_traces(traces, heads, decision, vote)
+            for head in heads:
+                item = evaluation.row(head).item
+                key = (round(item.f1, 4), round(item.tnr, 4), -k, -abs(threshold - 0.5))
+                if best is None or key > best[0]:
+                    best = (key, head, {"threshold": threshold, "confirm_k": k, "confirm_n": n}, item.to_json())
+    _, head, decision, scores = best
+    return head, decision, scores
+
+
+def _table_rows(evaluation, level: str) -> dict:
+    out = {}
+    for row in evaluation.rows:
+        scores = getattr(row, level)
+        out[row.spec.label] = {
+            "precision": round(scores.precision, 4), "recall": round(scores.recall, 4), "f1": round(scores.f1, 4),
+            "tpr": round(scores.tpr, 4), "tnr": round(scores.tnr, 4), "s_per_frame": round(row.seconds / max(row.frames, 1), 4),
+            "counts": {"tp": scores.tp, "fp": scores.fp, "tn": scores.tn, "fn": scores.fn},
+        }
+    return out
+
+
+def score_bundle(bundle: ModelBundle, data: Path, heads: list[str], progress=None, device: str = "cpu") -> dict:
+    """Item- and window-level Table 7-1 rows of every head and both baselines on a manifest folder."""
+    from pipeline.engine import Engine
+
+    from .datasets import read_items
+    from .evaluation.records import VoteOptions
+    from .evaluation.runner import run_items
+    from .evaluation.scoring import score_traces
+
+    engine = Engine(bundle, device=device, heads=heads)
+    traces = run_items(engine, read_items(data), progress=progress)
+    evaluation = score_traces(traces, heads, bundle.config.decision, VoteOptions(frames=bundle.config.tubes.window))
+    return {
+        "data": str(data),
+        "items": len(traces),
+        "item_level": _table_rows(evaluation, "item"),
+        "window_level": _table_rows(evaluation, "window"),
+        "per_item": [
+            {"item": t.item.path.name, "truth": t.item.label, "verdict": o[bundle.config.verifier.head].verdict,
+             "first_alarm_frame": (o[bundle.config.verifier.head].first_alarm or (None,))[0]}
+            for t, o in zip(traces, evaluation.outcomes)
+        ],
+    }
+
+
+def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
+    """Synthetic data -> detector -> backbone -> six heads -> decision tuning -> held-out scores -> bundle."""
+    from pipeline.config import HEAD_NAMES
+
+    from .datasets import read_items, read_yolo_folder
+    from .detector import evaluate_detector
+    from .evaluation.runner import run_items
+
+    work = recipe.work
+    work.mkdir(parents=True, exist_ok=True)
+    train_dir = _synth(work / "synth-train", recipe.train_clips, recipe.train_seed, progress)
+
+    det_path = work / "bundle-det"
+    wanted = {"arch": default_config().detector.arch, "imgsz": default_config().detector.imgsz, "seed": recipe.seed,
+              "epochs_requested": recipe.detector_epochs, "hours_limit": recipe.detector_hours}
+    bundle = None if recipe.force else _stage_done(det_path, "detector", wanted)
+    if bundle is None:
+        bundle = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
+        train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
+                             recipe.seed, frames_per_clip=recipe.frames_per_clip, max_real=recipe.max_real, progress=progress)
+        bundle.save(det_path)
+
+    ext_path = work / "bundle-ext"
+    done = None if recipe.force else _stage_done(ext_path, "extractor", {"epochs": recipe.backbone_epochs, "seed": recipe.seed})
+    if done is not None and done.metadata.provenance.get("detector") == bundle.metadata.provenance.get("detector"):
+        bundle = done
+    else:
+        train_backbone_stage(bundle, [train_dir], recipe.real, BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed), progress)
+        bundle.save(ext_path)
+
+    options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache")
+    train_verifier_stage(bundle, [train_dir], list(HEAD_NAMES), options, progress)
+    bundle.save(work / "bundle-heads")
+
+    from pipeline.engine import Engine
+
+    tune_dir = _synth(work / "synth-tune", recipe.tune_clips, recipe.tune_seed, progress)
+    traces = run_items(Engine(bundle, heads=list(HEAD_NAMES)), read_items(tune_dir), progress=progress)
+    head, decision, tune_scores = tune_decision(traces, list(HEAD_NAMES), bundle.config)
+    bundle.config = bundle.config.with_overrides({"verifier.head": head, **{f"decision.{k}": v for k, v in decision.items()}})
+    bundle.metadata.provenance["decision"] = {"tuned_on": str(tune_dir), "seed": recipe.tune_seed, "clips": recipe.tune_clips,
+                                              "head": head, **decision, "item_scores_on_tuning_clips": tune_scores}
+
+    test_dir = _synth(work / "synth-test", recipe.test_clips, recipe.test_seed, progress)
+    metrics = {"synthetic_test": score_bundle(bundle, test_dir, list(HEAD_NAMES), progress)}
+    for folder in recipe.validation or []:
+        folder = Path(folder)
+        if (folder / "manifest.csv").is_file():
+            metrics[f"real:{folder.name}"] = score_bundle(bundle, folder, [head], progress)
+        elif (folder / "images").is_dir():
+            detector = _detector_for(bundle, "cpu")
+            images = read_yolo_folder(folder)
+            metrics[f"detector:{folder.name}"] = {
+                f"conf_{t}": evaluate_detector(detector, images, t, progress=progress).to_json() for t in (0.1, 0.25)
+            }
+    bundle.metadata.metrics = metrics
+    bundle.metadata.name = "smokewatch-default"
+    bundle.metadata.description = "Default smokewatch bundle: yolov8n detector, ResNet18 crop features, six recurrent heads."
+    bundle.metadata.provenance.update(
+        {
+            "recipe": {k: (str(v) if isinstance(v, Path) else [str(r.path) for r in v] if k == "real" else v)
+                       for k, v in vars(recipe).items() if k not in ("out", "work")},
+            "command": "smokewatch train default",
+            "synthetic_data": {"train": [str(train_dir), recipe.train_seed], "tune": [str(tune_dir), recipe.tune_seed],
+                               "test": [str(test_dir), recipe.test_seed]},
+            "attribution": CCBY_ATTRIBUTION if recipe.real else None,
+            "environment": environment(),
+        }
+    )
+    previous = recipe.out / "metadata.json"
+    new_f1 = metrics["synthetic_test"]["item_level"][_label(head)]["f1"]
+    if previous.is_file() and not recipe.force:
+        old = ModelBundle.load(recipe.out).metadata.metrics
+        old_head = ModelBundle.load(recipe.out).config.verifier.head
+        old_f1 = old.get("synthetic_test", {}).get("item_level", {}).get(_label(old_head), {}).get("f1", -1)
+        if old_f1 >= new_f1:
+            bundle.save(work / "bundle-candidate")
+            return {"replaced": False, "reason": f"existing bundle scores F1 {old_f1} >= {new_f1}", "candidate": str(work / "bundle-candidate"), "metrics": metrics}
+    bundle.save(recipe.out)
+    return {"replaced": True, "bundle": str(recipe.out), "head": head, "decision": decision, "metrics": metrics}
+
+
+def _label(head: str) -> str:
+    from pipeline.verifier import TABLE_NAMES
+
+    return TABLE_NAMES[head]

@@ -22,6 +22,7 @@ from pipeline.bundle import ModelBundle
 from pipeline.config import HEAD_NAMES
 from pipeline.engine import Engine
 from pipeline.errors import SmokewatchError
+from pipeline.models import resolve_device
 from pipeline.verifier import HeadSpec, RecurrentHead, build_head, count_parameters
 
 from .datasets import ManifestItem
@@ -96,7 +97,7 @@ def fit_head(
     progress: bool | None = None,
 ) -> tuple[RecurrentHead, HeadReport]:
     torch.manual_seed(options.seed)
-    device = torch.device(options.device)
+    device = resolve_device(options.device)
     head = head.to(device)
     x_train = torch.from_numpy(train.features.astype(np.float32))
     y_train = torch.from_numpy(train.labels.astype(np.float32))

@@ -192,6 +192,19 @@ class RuntimeConfig(StrictModel):
         8, ge=1, description="Kept frames processed together (features of a whole chunk run as one batch)."
     )
     feature_batch: int = Field(64, ge=1, description="Most crops sent through the backbone at once.")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="Inference backend of the detector and the backbone: 'torch' (PyTorch, the default) or "
+        "'onnx' (ONNX Runtime, using detector.onnx and extractor.onnx written into the bundle by "
+        "`smokewatch export --format onnx`; fastest on small CPU boxes). Verifier heads always run in PyTorch.",
+    )
+    prefetch: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Chunks of frames decoded (and letterboxed for the detector) ahead on a background "
+        "thread while the current chunk is inferred; 0 decodes on the inference thread.",
+    )
 
 
 class PipelineConfig(StrictModel):

@@ -8,7 +8,7 @@ code serves PyTorch and exported backends. Boxes come back in source pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -59,33 +59,32 @@ class Detector:
         self.half = half and device.type == "cuda"
         self.name = name or config.arch
         head = network.model[-1] if hasattr(network, "model") else None
-        self.end2end = bool(getattr(head, "end2end", False))
+        # An exported network (pipeline.backends) carries the flag itself.
+        self.end2end = bool(getattr(head, "end2end", getattr(network, "end2end", False)))
+        # On a GPU, convolutions in NHWC layout use the tensor cores best (half precision above all).
+        self.channels_last = device.type == "cuda" and isinstance(network, torch.nn.Module) and hasattr(network, "model")
 
     @torch.inference_mode()
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Boxes for each image, highest confidence first."""
+    def detect(self, images: Sequence[np.ndarray], prepared: "Prepared | None" = None) -> list[list[Detection]]:
+        """Boxes for each image, highest confidence first.
+
+        `prepared` is :meth:`prepare` of the same images, when it was done ahead (on a decoding
+        thread); otherwise it is done here.
+        """
         if not images:
             return []
-        views, batch = self._prepare(images)
-        raw = self._forward(batch)
-        per_view = self._decode(raw)
-        merged: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in images]
-        for view, (boxes, scores) in zip(views, per_view):
-            if boxes.numel():
-                merged[view.frame].append((view.to_source(boxes), scores))
-        results = []
-        for i, parts in enumerate(merged):
-            h, w = images[i].shape[:2]
-            results.append(self._finish(parts, w, h))
-        return results
+        prepared = prepared if prepared is not None else self.prepare(images)
+        # Per-view geometry goes to the device before the forward pass, so that nothing in the
+        # post-processing waits on a host-to-device copy.
+        geometry = torch.tensor(
+            [(v.pad_x, v.pad_y, v.scale, v.x0, v.y0, images[v.frame].shape[1], images[v.frame].shape[0], v.frame) for v in prepared.views],
+            dtype=torch.float32,
+        ).to(self.device, non_blocking=True)
+        raw = self._forward(self._batch(prepared.canvases))
+        return self._postprocess(raw, geometry, len(images))
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        out = self.network(batch)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.float()
-
-    def _prepare(self, images: Sequence[np.ndarray]) -> tuple[list[_View], torch.Tensor]:
+    def prepare(self, images: Sequence[np.ndarray]) -> "Prepared":
+        """The CPU half of detection: tiles and letterbox. Holds no state, so it may run on another thread."""
         size = self.config.imgsz
         views: list[_View] = []
         canvases = []
@@ -95,40 +94,78 @@ class Detector:
                 canvas, scale, pad_x, pad_y = letterbox(image[y0:y1, x0:x1], size)
                 canvases.append(canvas)
                 views.append(_View(i, x0, y0, scale, pad_x, pad_y))
-        array = np.ascontiguousarray(np.stack(canvases).transpose(0, 3, 1, 2))
-        batch = torch.from_numpy(array).to(self.device, non_blocking=True)
+        return Prepared(views, np.ascontiguousarray(np.stack(canvases).transpose(0, 3, 1, 2)))
+
+    def _batch(self, canvases: np.ndarray) -> torch.Tensor:
+        batch = torch.from_numpy(canvases).to(self.device, non_blocking=True)
         batch = batch.half() if self.half else batch.float()
-        return views, batch.div_(255.0)
+        batch = batch.div_(255.0)
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
-    def _decode(self, raw: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per view: (N, 4) xyxy boxes in letterbox pixels and (N,) scores for the smoke class."""
-        conf = self.config.conf
-        out = []
-        if self.end2end:  # (B, max_det, 6): x1, y1, x2, y2, score, class
-            for det in raw:
-                keep = (det[:, 4] >= conf) & (det[:, 5].round() == self.class_index)
-                out.append((det[keep, :4], det[keep, 4]))
-            return out
-        for pred in raw:  # (4 + nc, anchors): cx, cy, w, h, class scores
-            scores = pred[4 + self.class_index]
-            keep = scores >= conf
-            xywh = pred[:4, keep].T
-            boxes = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), dim=1)
-            out.append((boxes, scores[keep]))
-        return out
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.network(batch)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float()
 
-    def _finish(self, parts: list[tuple[torch.Tensor, torch.Tensor]], width: int, height: int) -> list[Detection]:
-        if not parts:
-            return []
-        boxes = torch.cat([p[0] for p in parts])
-        scores = torch.cat([p[1] for p in parts])
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, width)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, height)
-        valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
-        boxes, scores = boxes[valid], scores[valid]
-        keep = torchvision.ops.nms(boxes, scores, self.config.iou)[: self.config.max_det]
-        boxes, scores = boxes[keep].cpu().tolist(), scores[keep].cpu().tolist()
-        return [Detection(Box(*b), float(s)) for b, s in zip(boxes, scores)]
+    def _postprocess(self, raw: torch.Tensor, geometry: torch.Tensor, count: int) -> list[list[Detection]]:
+        """Smoke boxes in source pixels, per frame: confidence filter, per-frame NMS, `max_det` best.
+
+        Every view of the batch is handled at once on the network's device: two waits for the
+        device in all (the candidate count and the final copy), not a few per frame.
+        """
+        if self.end2end:  # (V, max_det, 6): x1, y1, x2, y2, score, class
+            boxes, scores = raw[..., :4], raw[..., 4]
+            wanted = raw[..., 5].round() == self.class_index
+        else:  # (V, 4 + nc, anchors): cx, cy, w, h, class scores
+            scores = raw[:, 4 + self.class_index]
+            xywh = raw[:, :4].transpose(1, 2)
+            boxes = torch.cat((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), dim=-1)
+            wanted = None
+        pad_x, pad_y, scale, x0, y0, width, height, frame = (g[:, None] for g in geometry.unbind(1))
+        # Letterbox pixels -> source pixels, clipped to the frame (as _View.to_source does one view at a time).
+        x1 = ((boxes[..., 0] - pad_x) / scale + x0).clamp(min=0)
+        x2 = ((boxes[..., 2] - pad_x) / scale + x0).clamp(min=0)
+        y1 = ((boxes[..., 1] - pad_y) / scale + y0).clamp(min=0)
+        y2 = ((boxes[..., 3] - pad_y) / scale + y0).clamp(min=0)
+        x1, x2 = torch.minimum(x1, width), torch.minimum(x2, width)
+        y1, y2 = torch.minimum(y1, height), torch.minimum(y2, height)
+        keep = (scores >= self.config.conf) & (x2 - x1 >= 1) & (y2 - y1 >= 1)
+        if wanted is not None:
+            keep &= wanted
+        view, anchor = keep.nonzero(as_tuple=True)
+        if view.numel() == 0:
+            return [[] for _ in range(count)]
+        candidates = torch.stack([t[view, anchor] for t in (x1, y1, x2, y2)], dim=1)
+        confidence = scores[view, anchor]
+        frames = frame[view, 0]
+        order = torchvision.ops.batched_nms(candidates, confidence, frames.long(), self.config.iou)
+        rows = torch.cat((candidates[order], confidence[order, None], frames[order, None]), dim=1).cpu().tolist()
+        results: list[list[Detection]] = [[] for _ in range(count)]
+        for bx1, by1, bx2, by2, conf, index in rows:  # highest confidence first, across all frames
+            found = results[int(index)]
+            if len(found) < self.config.max_det:
+                found.append(Detection(Box(bx1, by1, bx2, by2), conf))
+        return results
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Letterboxed detector inputs of a list of images: (V, 3, S, S) uint8 canvases and their views."""
+
+    views: list[_View]
+    canvases: np.ndarray
+
+    @staticmethod
+    def concat(parts: Sequence["Prepared"]) -> "Prepared":
+        """Several lists of images prepared apart, as one list (image indices follow on)."""
+        if len(parts) == 1:
+            return parts[0]
+        views, offset = [], 0
+        for part in parts:
+            views.extend(replace(v, frame=v.frame + offset) for v in part.views)
+            offset += max((v.frame for v in part.views), default=-1) + 1
+        return Prepared(views, np.concatenate([p.canvases for p in parts]))
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:

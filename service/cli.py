@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training.cli import add_training_commands
 
     add_training_commands(sub)
+    from service.deploy import add_deploy_commands
+
+    add_deploy_commands(sub)
     return parser
 
 

@@ -108,6 +108,22 @@ class Engine:
         names["verifier"] = self.primary or "none"
         return names
 
+    def with_config(self, config: PipelineConfig, heads: Iterable[str] | None = None) -> "Engine":
+        """The same networks under another run-time config (sampling, tubes, decision, detector
+        thresholds) and optionally fewer heads; nothing is copied or reloaded, so a service can
+        honour per-request settings cheaply. Network-shaping settings must not differ."""
+        view = copy.copy(self)
+        view.config = config
+        names = list(heads) if heads is not None else [h for h in self.heads]
+        missing = [h for h in names if h not in self.heads]
+        if missing:
+            raise BundleError(f"head {', '.join(missing)} is not loaded (loaded: {', '.join(self.heads)})")
+        view.heads = {name: self.heads[name] for name in names}
+        view.primary = config.verifier.head if config.verifier.head in view.heads else (names[0] if names else None)
+        view.detector = copy.copy(self.detector)
+        view.detector.config = config.detector
+        return view
+
     def session(self) -> "Session":
         return Session(self)
 

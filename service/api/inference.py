@@ -82,17 +82,9 @@ def plan(upload: Upload, config: PipelineConfig, limits: Limits, max_pixels: int
 
 
 def engine_view(engine: Engine, config: PipelineConfig) -> Engine:
-    """The worker's engine under one request's config, sharing its networks.
-
-    The engine reads sampling, tube and decision settings and its deciding head from attributes
-    at run time, so a shallow copy with those replaced runs the request's settings without
-    copying any network. Only the deciding head runs: the answer reports no other head.
-    """
-    view = copy.copy(engine)
-    view.config = config
-    view.primary = config.verifier.head
-    view.heads = {view.primary: engine.heads[view.primary]}
-    return view
+    """The worker's engine under one request's config, sharing its networks. Only the deciding
+    head runs: the answer reports no other head."""
+    return engine.with_config(config, heads=[config.verifier.head])
 
 
 def run(

@@ -84,3 +84,28 @@ def test_console_script_runs_as_a_process(tiny_bundle_dir, tmp_path):
     assert proc.returncode == 2
     assert proc.stdout == "" and proc.stderr.strip().startswith("smokewatch: error:")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_verifies_a_plume_and_a_hard_negative(capsys, tiny_bundle_dir, tmp_path):
+    code, out, _ = run(capsys, "demo", "--model", str(tiny_bundle_dir), "--out", str(tmp_path / "demo"))
+    assert code == 0
+    doc = json.loads(out)
+    assert [c["truth"].split()[0] for c in doc["clips"]] == ["smoke", "no_smoke"]
+    for clip in doc["clips"]:
+        assert clip["verdict"] in ("smoke", "no_smoke")
+        with av.open(clip["annotated"]) as container:
+            assert container.streams.video[0].frames > 0
+
+
+def test_engine_with_config_shares_networks_and_changes_decisions(tiny_bundle_dir, clip_path):
+    from pipeline.bundle import ModelBundle
+    from pipeline.engine import Engine
+
+    engine = Engine(ModelBundle.load(tiny_bundle_dir), device="cpu")
+    strict = engine.with_config(engine.config.with_overrides({"decision.threshold": 1.0}), heads=["gru"])
+    assert strict.detector.network is engine.detector.network and strict.heads["gru"] is engine.heads["gru"]
+    assert list(strict.heads) == ["gru"] and strict.primary == "gru"
+    assert strict.detect(clip_path, progress=False).verdict == "no_smoke"
+    assert engine.config.decision.threshold == 0.5  # the original is untouched
+    with pytest.raises(Exception, match="not loaded"):
+        engine.with_config(engine.config, heads=["transformer"])

@@ -7,7 +7,6 @@ so a clip that breaks a limit is refused before it takes an inference worker. Th
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 

@@ -207,11 +207,33 @@ class RuntimeConfig(StrictModel):
     )
 
 
+class MotionConfig(StrictModel):
+    """Motion proposals for fixed cameras: changed regions become extra, low-confidence candidates."""
+
+    enabled: bool = Field(
+        False, description="Add motion proposals to the detector's boxes (fixed cameras only; a moving camera changes everywhere)."
+    )
+    width: int = Field(320, ge=32, description="Width in pixels the frame is shrunk to for comparison.")
+    blur: float = Field(1.5, gt=0.0, description="Gaussian blur (pixels at that width) against sensor noise.")
+    alpha: float = Field(
+        0.15, gt=0.0, le=1.0, description="How fast the background follows the picture, per kept frame."
+    )
+    min_diff: float = Field(6.0, ge=0.0, description="Smallest grey-level change counted as motion.")
+    sigmas: float = Field(4.0, ge=0.0, description="Changes must also exceed the mean change by this many standard deviations.")
+    min_area: int = Field(4, ge=1, description="Smallest changed region, in pixels at the comparison width.")
+    max_cover: float = Field(
+        0.25, gt=0.0, le=1.0, description="If more of the frame than this changed (light, exposure), propose nothing."
+    )
+    max_boxes: int = Field(4, ge=1, description="Most proposals per frame, strongest first.")
+    conf: float = Field(0.1, gt=0.0, le=1.0, description="Confidence given to the strongest proposals (below real detections).")
+
+
 class PipelineConfig(StrictModel):
     """Everything the engine needs besides weights."""
 
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Frame sampling.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Candidate detector.")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion proposals beside the detector.")
     tubes: TubeConfig = Field(default_factory=TubeConfig, description="Candidate linking and windows.")
     extractor: ExtractorConfig = Field(default_factory=ExtractorConfig, description="Crop feature extractor.")
     verifier: VerifierConfig = Field(default_factory=VerifierConfig, description="Recurrent verifier.")

@@ -42,6 +42,8 @@ from .models import fuse_for_inference, resolve_device, smoke_class_index
 from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequest, WindowResult
 from .sampler import Sampler
 from .sources import FrameSource, expected_kept_frames, open_source
+from .motion import MotionProposer
+from .motion import merge as merge_proposals
 from .tubes import TubeBuilder
 
 
@@ -351,6 +353,7 @@ class Session:
         self.engine = engine
         self.config = engine.config
         self.tubes = TubeBuilder(self.config.tubes)
+        self.motion = MotionProposer(self.config.motion) if self.config.motion.enabled else None
         self.cache = CropFeatureCache()
         self.decider = RegionDecider(self.config.decision)
         self.times = StageTimes(heads={name: 0.0 for name in engine.heads})
@@ -425,8 +428,11 @@ class Session:
         return results
 
     def link(self, seq: int, frame: Frame, detections: list) -> list[WindowRequest]:
-        """The windows due at this frame (the tubes stage)."""
+        """The windows due at this frame (the tubes stage), from the detector's boxes and, when
+        enabled, motion proposals."""
         width, height = frame.size
+        if self.motion is not None:
+            detections = merge_proposals(detections, self.motion.propose(frame.image))
         return self.tubes.update(seq, detections, width, height)
 
     def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:

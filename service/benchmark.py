@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ def bench_one(name: str, options: BenchOptions, clips: list[Path], work: Path, m
         times.append(_now(device) - start)
         peak = max(peak, _peak(device))
     frames = sum(r.frames_processed for r in results)
-    seconds = sorted(times)[len(times) // 2]
+    seconds = statistics.median(times)
 
     naive_config = config.with_overrides(
         {"runtime.batch_frames": 1, "runtime.prefetch": 0, "sampling.max_frames": min(options.naive_frames, options.frames)}

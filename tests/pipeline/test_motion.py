@@ -1,0 +1,42 @@
+import numpy as np
+
+from pipeline.config import MotionConfig
+from pipeline.motion import MotionProposer, merge
+from pipeline.records import Box, Detection
+from training.synth.clip import ClipRenderer, plan_clip
+
+
+def test_a_growing_plume_on_a_fixed_camera_is_proposed():
+    plan = plan_clip(5, 3, (480, 270), frames=24, kind="smoke")
+    plan.camera.offsets[:] = 0  # a steady camera
+    plan.camera.banner = False  # its ticking frame counter is motion too
+    plan.effects.clear()
+    renderer = ClipRenderer(plan)
+    proposer = MotionProposer(MotionConfig(enabled=True))
+    hits = 0
+    for t in range(plan.frames):
+        image, boxes = renderer.render(t)
+        found = proposer.propose(image)
+        if t < plan.plumes[0].start_frame:
+            assert found == [], "nothing moves before the plume starts"
+        elif boxes and found:
+            hits += any(f.box.intersection(Box(*boxes[0])) > 0 for f in found)
+    assert hits >= 5
+
+
+def test_sensor_noise_and_global_light_changes_are_not_motion():
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (180, 320, 3)).astype(np.float32)
+    proposer = MotionProposer(MotionConfig(enabled=True))
+    for t in range(6):
+        noisy = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+        assert proposer.propose(noisy) == []
+    brighter = np.clip(base * 1.4, 0, 255).astype(np.uint8)
+    assert proposer.propose(brighter) == []
+
+
+def test_merge_keeps_detector_boxes_and_new_proposals_only():
+    det = [Detection(Box(10, 10, 50, 50), 0.8)]
+    props = [Detection(Box(12, 12, 48, 48), 0.1), Detection(Box(100, 100, 120, 130), 0.1)]
+    merged = merge(det, props)
+    assert merged[0] is det[0] and len(merged) == 2 and merged[1].box.x1 == 100

@@ -140,6 +140,10 @@ class Detector:
         confidence = scores[view, anchor]
         frames = frame[view, 0]
         order = torchvision.ops.batched_nms(candidates, confidence, frames.long(), self.config.iou)
+        # Equal confidences (common with untrained heads) keep candidate order, as per-frame NMS
+        # does, so a frame's boxes never depend on which other frames share its batch.
+        order = order.sort().values
+        order = order[torch.sort(confidence[order], descending=True, stable=True).indices]
         rows = torch.cat((candidates[order], confidence[order, None], frames[order, None]), dim=1).cpu().tolist()
         results: list[list[Detection]] = [[] for _ in range(count)]
         for bx1, by1, bx2, by2, conf, index in rows:  # highest confidence first, across all frames

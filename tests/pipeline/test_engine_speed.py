@@ -181,3 +181,19 @@ def test_prepared_parts_concatenate_like_one_list():
     assert parts.views == whole.views
     assert np.array_equal(parts.canvases, whole.canvases)
     assert detector.detect(images, parts) == detector.detect(images)
+
+
+def test_a_frames_boxes_do_not_depend_on_its_batch_even_with_tied_scores():
+    """Untrained heads give many exactly equal scores; ties must break the same way whatever else
+    shares the batch, or the engine and a one-frame-at-a-time loop would follow other candidates."""
+    torch.manual_seed(0)
+    config = DetectorConfig(arch="yolov8n.yaml", imgsz=128, conf=0.0, max_det=4)
+    network, names = build_detector_network(config)
+    detector = Detector(fuse_for_inference(network), config, 0, torch.device("cpu"))
+    images = [np.full((72 + 8 * i, 128, 3), 40 * i, np.uint8) for i in range(6)]  # flat frames: tied scores
+    batch = detector.detect(images)
+    assert any(len({d.conf for d in dets}) < len(dets) for dets in batch), "the case has ties"
+    for dets, alone in zip(batch, [detector.detect([image])[0] for image in images]):
+        flat = lambda ds: [v for d in ds for v in (d.box.x1, d.box.y1, d.box.x2, d.box.y2, d.conf)]  # noqa: E731
+        assert flat(dets) == pytest.approx(flat(alone), abs=1e-3)  # the same boxes, up to the last bits
+

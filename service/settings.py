@@ -13,7 +13,9 @@ Pipeline settings (sampling rate, thresholds, ...) are not here: they belong to 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +103,96 @@ class Settings(BaseSettings):
         description="When set, every route but /healthz and /readyz needs this value in the "
         "X-API-Key header; missing or wrong keys get 401.",
     )
+
+    # --- stream monitoring (lists and mappings are given as JSON in the environment) -----------
+    data_dir: Path | None = Field(
+        None,
+        description="Folder for the event database, snapshots and clips (one smokewatch process per folder); "
+        "unset: $XDG_DATA_HOME/smokewatch or ~/.local/share/smokewatch.",
+    )
+    streams_file: Path | None = Field(
+        None, description="YAML file of streams to watch from the start (a 'streams' list; see StreamSpec)."
+    )
+    stream_folders: list[Path] = Field(
+        default_factory=list,
+        description="Folders file sources may read from (JSON list); a file elsewhere is refused. Empty: no file sources.",
+    )
+    stream_workers: int = Field(
+        1, ge=1, le=64, description="Inference lanes for streams, each with its own engine, sharing the streams round-robin."
+    )
+    stream_queue_size: int = Field(
+        2, ge=1, le=64, description="Sampled frames that may wait per stream; when inference lags, the oldest is dropped and counted."
+    )
+    stream_interval_s: float = Field(5.0, gt=0, le=3600, description="Seconds between frames taken from a stream, unless the stream sets its own.")
+    stream_timeout_s: float = Field(10.0, gt=0, le=600, description="Seconds to wait for a connection or data before a source counts as failed.")
+    stream_stall_s: float = Field(
+        20.0, gt=0, description="Watchdog: a stream that delivers no frame for this long is marked offline (Frigate uses 20 s)."
+    )
+    stream_backoff_s: float = Field(1.0, gt=0, description="First wait before reconnecting a failed stream; doubles with each failure.")
+    stream_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between reconnection attempts.")
+    stream_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Pipeline config overrides for monitoring, as dotted keys (JSON object), e.g. "
+        '{"decision.threshold": 0.6, "detector.conf": 0.1}.',
+    )
+    alert_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="p(smoke) at or above which a window counts for the alert rule; unset: the bundle's decision.threshold."
+    )
+    alert_confirm_k: int = Field(2, ge=1, description="An alert opens when k of the last n processed frames had a counting window.")
+    alert_confirm_n: int = Field(3, ge=1, description="n of the k-of-n alert rule.")
+    alert_hold_factor: float = Field(
+        0.8, gt=0.0, le=1.0, description="While an alert is open, windows count from threshold x this factor (hysteresis, as Pyronear)."
+    )
+    alert_clear_s: float = Field(120.0, gt=0, description="An open alert closes after this many seconds without a counting window.")
+    alert_cooldown_s: float = Field(
+        600.0, ge=0, description="Smoke confirmed again within this many seconds after an alert closed reopens the same event."
+    )
+    dark_level: float = Field(20.0, ge=0, le=255, description="Mean grey level (0-255) below which a camera is reported dark (night).")
+    frozen_diff: float = Field(
+        1.0, ge=0, description="Largest grey-level change at any sampled pixel for two consecutive frames to count as the same "
+        "image (a frozen camera repeats its image exactly)."
+    )
+    condition_frames: int = Field(
+        12, ge=2, description="Consecutive sampled frames before a camera is reported dark or frozen (reported only; "
+        "frames still go through the detector)."
+    )
+    clip_frames_before: int = Field(8, ge=1, le=300, description="Processed frames before the confirming one kept in an event's clip.")
+    clip_frames_after: int = Field(8, ge=0, le=300, description="Processed frames after the confirming one added to an event's clip.")
+    clip_fps: float = Field(2.0, gt=0, le=60, description="Playback rate of event clips, frames per second.")
+    clip_max_side: int = Field(640, ge=64, le=4096, description="Longer side of event clip frames, in pixels (snapshots keep full size).")
+    event_retention_days: float = Field(90.0, gt=0, description="Closed events older than this are deleted with their media.")
+    event_max_media_mb: int = Field(
+        2048, ge=1, description="When snapshots and clips weigh more than this (MiB), the media of the oldest closed events is dropped."
+    )
+    retention_interval_s: float = Field(3600.0, gt=0, description="Seconds between retention passes (one runs at start).")
+    webhook_urls: list[str] = Field(
+        default_factory=list, description="URLs that receive every event as a JSON POST (JSON list); streams may add their own."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="When set, webhook requests carry X-Smokewatch-Signature: sha256=<HMAC-SHA256 of the body>."
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
+    webhook_backoff_s: float = Field(2.0, gt=0, description="First wait before retrying a failed webhook; doubles with each failure.")
+    webhook_backoff_max_s: float = Field(600.0, gt=0, description="Longest wait between webhook retries.")
+    webhook_max_client_errors: int = Field(
+        3, ge=1, description="A webhook refused with a 4xx (other than 408/425/429) this many times is given up."
+    )
+    webhook_give_up_s: float = Field(
+        7 * 86400.0, gt=0, description="A webhook still undelivered (receiver down, 5xx) this long after its event is given up."
+    )
+    public_url: str | None = Field(
+        None, description="Base URL of this service as webhook receivers reach it (for snapshot links); unset: http://host:port."
+    )
+    sse_max_s: float = Field(
+        30.0, gt=0, description="Seconds a GET /events/live response stays open; clients reconnect with Last-Event-ID and miss nothing."
+    )
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir
+        xdg = os.environ.get("XDG_DATA_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "smokewatch"
 
     @model_validator(mode="after")
     def _job_limits_cover_detect(self) -> "Settings":

@@ -19,10 +19,11 @@ from fastapi import FastAPI
 from pipeline import __version__
 from service.settings import Settings, get_settings
 
-from .api import detect, ops
+from .api import dashboard, detect, events, ops, streams
 from .api.errors import ERROR_CODES, install_error_handlers
 from .api.metrics import Metrics, MetricsMiddleware
 from .api.state import ServiceState
+from .streams.service import StreamService
 
 log = logging.getLogger("smokewatch.service")
 
@@ -57,13 +58,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     state = ServiceState(settings, app.state.metrics)
     app.state.service = state
+    app.state.streams = monitoring = StreamService(settings, app.state.metrics.registry)
     loading = asyncio.create_task(state.load(), name="smokewatch-load-model")
     pruning = asyncio.create_task(state.prune_jobs_forever(), name="smokewatch-prune-jobs")
+    starting = asyncio.create_task(monitoring.start(state, loading), name="smokewatch-streams")
     try:
         yield
     finally:
         pruning.cancel()
         await loading  # a load in progress cannot be interrupted; let it end before the pool is shut
+        await monitoring.close(starting)
         await state.close()
 
 
@@ -93,4 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.health)
     app.include_router(detect.router)
     app.include_router(ops.operations)
+    app.include_router(streams.router)
+    app.include_router(events.router)
+    dashboard.install(app)
     return app

@@ -25,6 +25,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "the X-API-Key header is missing or wrong"),
     "not_found": (404, "no such route"),
     "job_not_found": (404, "no job with this id (never created, or cleaned up)"),
+    "path_not_allowed": (403, "a file source outside the folders allowed by stream_folders"),
+    "stream_not_found": (404, "no stream with this id"),
+    "event_not_found": (404, "no event with this id (never stored, or removed by retention)"),
+    "no_frame": (404, "the stream has not processed a frame yet"),
+    "no_media": (404, "the event has no such file (not written yet, or dropped by retention)"),
+    "stream_exists": (409, "a stream with this id exists already"),
     "method_not_allowed": (405, "the route exists but not for this method"),
     "upload_timeout": (408, "the upload did not arrive within upload_timeout_s"),
     "upload_too_large": (413, "the upload is larger than max_upload_bytes (declared or counted)"),
@@ -38,9 +44,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "truncated": (422, "the file is a video or image but cut short or corrupt"),
     "unreadable": (422, "the file cannot be read"),
     "too_long": (422, "the clip is longer (seconds or frames) than the route accepts"),
+    "invalid_stream": (422, "the stream cannot be watched as given (a missing file, an invalid alert rule)"),
     "internal": (500, "a bug: the request could not be handled"),
     "busy": (503, "every worker and queue slot is taken; retry after Retry-After seconds"),
     "not_ready": (503, "the model is still loading, or failed to load"),
+    "monitor_unavailable": (503, "stream monitoring cannot run (its data folder is unusable or held by another process)"),
 }
 
 # SourceError.reason (pipeline) -> code. "missing" means our own temporary file vanished: a bug.

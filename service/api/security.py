@@ -6,7 +6,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyCookie, APIKeyHeader
 
 from service.settings import Settings, get_settings
 
@@ -26,9 +26,33 @@ async def require_api_key(
     key: Annotated[str | None, Security(_api_key)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> None:
+    if not _accepted(settings, key):
+        raise ApiError("unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+
+
+def _accepted(settings: Settings, *given: str | None) -> bool:
+    """No key is set, or one of the given values is the key."""
     if settings.api_key is None:
-        return
+        return True
     expected = settings.api_key.get_secret_value().encode()
     # compare_digest: the time taken must not tell how much of a guessed key was right.
-    if key is None or not secrets.compare_digest(key.encode(), expected):
-        raise ApiError("unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+    return any(value is not None and secrets.compare_digest(value.encode(), expected) for value in given)
+
+
+API_KEY_COOKIE = "smokewatch_api_key"
+_api_key_cookie = APIKeyCookie(
+    name=API_KEY_COOKIE,
+    auto_error=False,
+    description="The API key in a cookie, accepted on read-only monitoring routes only (the dashboard's images "
+    "and live feed cannot send headers). Routes that change anything need the X-API-Key header.",
+)
+
+
+async def require_api_key_or_cookie(
+    key: Annotated[str | None, Security(_api_key)],
+    cookie: Annotated[str | None, Security(_api_key_cookie)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> None:
+    """For GET routes the dashboard reads: the key in the header or in the dashboard's cookie."""
+    if not _accepted(settings, key, cookie):
+        raise ApiError("unauthorized", f"missing or wrong {API_KEY_HEADER} header (or dashboard cookie)")

@@ -22,9 +22,17 @@ def api_settings(tiny_bundle_dir, tmp_path_factory) -> Settings:
         workers=1,
         model=tiny_bundle_dir,
         upload_dir=tmp_path_factory.mktemp("uploads"),
+        data_dir=tmp_path_factory.mktemp("monitor-data"),  # events of stream monitoring
         queue_size=QUEUE_SIZE,
         retry_after_s=RETRY_AFTER_S,
     )
+
+
+@pytest.fixture(autouse=True)
+def _private_data_home(monkeypatch, tmp_path_factory):
+    """Apps a test makes without a data_dir keep their monitoring data in a folder of their own,
+    never in the developer's ~/.local/share/smokewatch."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def server(tiny_bundle_dir, tmp_path_factory):
         "SMOKEWATCH_QUEUE_SIZE": str(QUEUE),
         "SMOKEWATCH_JOB_TTL_S": str(JOB_TTL_S),
         "SMOKEWATCH_UPLOAD_DIR": str(uploads),
+        "SMOKEWATCH_DATA_DIR": str(home / "data"),
         "SMOKEWATCH_MAX_UPLOAD_BYTES": str(64 * MiB),
         "SMOKEWATCH_UPLOAD_CHUNK_BYTES": str(1 * MiB),
         "SMOKEWATCH_UPLOAD_TIMEOUT_S": str(UPLOAD_TIMEOUT_S),

@@ -8,7 +8,9 @@ but never converted to RGB arrays, which is most of the decode cost.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -149,7 +151,9 @@ class VideoFileSource(FrameSource):
 
 
 class FrameFolderSource(FrameSource):
-    """A folder of images sorted by file name; frame i is taken `interval_s * i` seconds after the first."""
+    """A folder of images sorted by file name. Frame times come from the file names when every
+    name carries a capture time (HPWREN's `..._2020_06_11T19_56_01.jpg`, FIgLib's
+    `<epoch>_<offset>.jpg`); otherwise frame i is taken `interval_s * i` seconds after the first."""
 
     def __init__(self, path: Path, interval_s: float = 1.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__()
@@ -157,24 +161,25 @@ class FrameFolderSource(FrameSource):
         self.files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise SourceError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", "empty")
-        self.interval_s = interval_s
         self.max_pixels = max_pixels
         width, height = _image_size(self.files[0], max_pixels)
+        self.times = _times_from_names(self.files) or [i * interval_s for i in range(len(self.files))]
+        duration = self.times[-1]
         self.info = SourceInfo(
             path=str(path),
             kind="frames",
             width=width,
             height=height,
-            fps=1.0 / interval_s,
+            fps=(len(self.files) - 1) / duration if duration > 0 else 1.0 / interval_s,
             frame_count=len(self.files),
-            duration_s=(len(self.files) - 1) * interval_s,
+            duration_s=duration,
         )
 
     def frames(self, keep: KeepFn = _keep_all) -> Iterator[Frame]:
         size = (self.info.width, self.info.height)
         for index, file in enumerate(self.files):
             self.frames_read = index + 1
-            t = index * self.interval_s
+            t = self.times[index]
             if not keep(index, t):
                 continue
             image = _read_image(file, self.max_pixels)
@@ -232,6 +237,29 @@ def expected_kept_frames(info: SourceInfo, fps: float | None, stride: int = 1) -
     if info.kind == "frames":
         return (info.frame_count + stride - 1) // stride
     return info.frame_count
+
+
+_STAMP = re.compile(r"(\d{4})[-_](\d{2})[-_](\d{2})T(\d{2})[-_:](\d{2})[-_:](\d{2})")
+_EPOCH = re.compile(r"^(\d{9,11})_[+-]\d+$")
+
+
+def _times_from_names(files: list[Path]) -> list[float] | None:
+    """Seconds since the first frame, read from capture times in the names; None unless every name
+    has one and they never go backwards (then the names, not the folder order, would be wrong)."""
+    stamps = []
+    for file in files:
+        if match := _STAMP.search(file.stem):
+            try:
+                stamps.append(dt.datetime(*(int(g) for g in match.groups())).timestamp())
+            except ValueError:
+                return None
+        elif match := _EPOCH.match(file.stem):
+            stamps.append(float(match.group(1)))
+        else:
+            return None
+    if any(b < a for a, b in zip(stamps, stamps[1:])):
+        return None
+    return [s - stamps[0] for s in stamps]
 
 
 def _is_image(path: Path) -> bool:

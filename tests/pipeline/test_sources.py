@@ -101,3 +101,16 @@ def test_image_bomb_is_refused_from_its_header(tmp_path):
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
     (tmp_path / "bomb.png").write_bytes(png)
     assert _reason(tmp_path / "bomb.png") == "too_large"
+
+
+def test_frame_times_come_from_capture_times_in_names(tmp_path):
+    for stamp in ("2020_06_11T19_56_01", "2020_06_11T19_57_01", "2020_06_11T19_59_31"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"cam_{stamp}.jpg")
+    source = open_source(tmp_path, folder_interval_s=5)
+    assert [f.time_s for f in source] == [0.0, 60.0, 210.0]
+    assert source.info.duration_s == 210.0
+    other = tmp_path / "plain"
+    other.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(other / name)
+    assert [f.time_s for f in open_source(other, folder_interval_s=5)] == [0.0, 5.0]

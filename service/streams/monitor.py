@@ -254,8 +254,8 @@ class StreamWorker:
                 error = scrub(f"internal error: {type(exc).__name__}: {exc}", spec.url)
             finally:
                 if source is not None:
+                    self.source = None  # first, so that `received` never counts this connection twice
                     self.received_before += source.received
-                    self.source = None
                     source.close()
             if self.stop.is_set():
                 break

@@ -28,6 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLBACKEND=Agg \
     SMOKEWATCH_HOME=/var/lib/smokewatch/home \
     SMOKEWATCH_UPLOAD_DIR=/var/lib/smokewatch/uploads \
+    SMOKEWATCH_DATA_DIR=/var/lib/smokewatch/data \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # 1. torch and torchvision first, from the index of the chosen variant (the versions pyproject.toml
@@ -55,11 +56,12 @@ RUN set -eux; \
     pip install --no-deps --force-reinstall opencv-python-headless; \
     python -c "import cv2, torch, torchvision, ultralytics, onnxruntime, av; print('cv2', cv2.__version__, 'torch', torch.__version__)"
 
-# Writable state lives in volumes (docker-compose.yml): models are mounted read-only at /models.
+# Writable state lives in volumes (docker-compose.yml): the event database in data/, snapshots and
+# clips in data/media/, uploads in progress in uploads/; models are mounted read-only at /models.
 RUN set -eux; \
     useradd --system --uid 10001 --user-group --home-dir /var/lib/smokewatch --no-create-home smokewatch; \
-    mkdir -p /var/lib/smokewatch/home /var/lib/smokewatch/uploads /var/lib/smokewatch/events \
-             /var/lib/smokewatch/snapshots /models; \
+    mkdir -p /var/lib/smokewatch/home /var/lib/smokewatch/uploads /var/lib/smokewatch/data/media \
+             /models /etc/smokewatch; \
     chown -R smokewatch:smokewatch /var/lib/smokewatch
 USER smokewatch
 # Run from the state folder: the installed package is what runs, and no stray .env is read.

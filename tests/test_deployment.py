@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 # Variables the compose file sets for parts that do not read service/settings.py.
-NOT_SERVICE_SETTINGS = {"SMOKEWATCH_HOME", "SMOKEWATCH_EVENTS_DB", "SMOKEWATCH_SNAPSHOT_DIR"}
+NOT_SERVICE_SETTINGS = {"SMOKEWATCH_HOME"}  # read by pipeline/yolo_env.py
 
 
 def compose() -> dict:
@@ -45,7 +45,8 @@ def test_compose_runs_the_api_with_health_check_volumes_and_gpu_profile():
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         mounts = {_target(v): v for v in service["volumes"]}
         assert mounts["/models"].endswith(":ro"), "bundles are mounted read-only"
-        assert {"/var/lib/smokewatch/events", "/var/lib/smokewatch/snapshots"} <= set(mounts)
+        assert {"/var/lib/smokewatch/data", "/var/lib/smokewatch/data/media"} <= set(mounts), "event database, snapshots"
+        assert service["environment"]["SMOKEWATCH_DATA_DIR"] == "/var/lib/smokewatch/data"
         env = service["environment"]
         assert "SMOKEWATCH_MODEL" in env and env["SMOKEWATCH_MODEL"] is None, "passed through, never set empty"
     cpu, gpu = services["smokewatch"], services["smokewatch-gpu"]

@@ -39,11 +39,11 @@ from .detector import Detector, Prepared
 from .errors import BundleError
 from .features import CropFeatureCache, FeatureExtractor, cut_crop
 from .models import fuse_for_inference, resolve_device, smoke_class_index
+from .motion import MotionProposer
+from .motion import merge as merge_proposals
 from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequest, WindowResult
 from .sampler import Sampler
 from .sources import FrameSource, expected_kept_frames, open_source
-from .motion import MotionProposer
-from .motion import merge as merge_proposals
 from .tubes import TubeBuilder
 
 

@@ -152,7 +152,9 @@ def default_config() -> PipelineConfig:
     yolov8n rather than yolov3-tinyu: its head also predicts at stride 8 (YOLOv3-tiny stops at 16),
     which is what distant plumes of a few dozen pixels need, and it is 4x smaller and about twice as
     fast to train and run on a CPU. ResNet18 at 112 px rather than ResNet50 at 224 px: it can be
-    trained from scratch here, and the crops are small regions anyway.
+    trained from scratch here, and the crops are small regions anyway. Motion proposals on:
+    lookout cameras are fixed, and a detector trained from scratch on a CPU misses faint plumes
+    that the background difference still sees.
     """
     return PipelineConfig().with_overrides(
         {
@@ -165,6 +167,9 @@ def default_config() -> PipelineConfig:
             "verifier.hidden_size": 128,
             "verifier.proj_dim": 256,
             "tubes.window": 8,
+            "tubes.max_tracks": 8,
+            "detector.max_det": 10,
+            "motion.enabled": True,
             "sampling.fps": 4.0,
         }
     )
@@ -302,6 +307,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         train_backbone_stage(bundle, [train_dir], recipe.real, BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed), progress)
         bundle.save(ext_path)
 
+    bundle.config = default_config()  # a resumed stage brings the config it was saved with
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache")
     train_verifier_stage(bundle, [train_dir], list(HEAD_NAMES), options, progress)
     bundle.save(work / "bundle-heads")

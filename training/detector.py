@@ -204,13 +204,16 @@ def _last_metrics(csv_path: Path) -> dict[str, float]:
 
 @dataclass
 class DetectorScores:
-    """Image-level precision and recall at the operating threshold, and box mAP50."""
+    """Image-level precision and recall at the operating threshold, box-level ones (which stay
+    meaningful on a set without negative images), and box mAP50."""
 
     images: int
     positives: int
     threshold: float
     image_level: BinaryScores
     map50: float
+    box_precision: float = 0.0  # boxes at or above the threshold that match a ground-truth box (IoU 0.5)
+    box_recall: float = 0.0  # ground-truth boxes matched by a box at or above the threshold
 
     def to_json(self) -> dict:
         return {
@@ -221,6 +224,8 @@ class DetectorScores:
             "recall": round(self.image_level.recall, 4),
             "f1": round(self.image_level.f1, 4),
             "mAP50": round(self.map50, 4),
+            "box_precision": round(self.box_precision, 4),
+            "box_recall": round(self.box_recall, 4),
             "counts": {k: getattr(self.image_level, k) for k in ("tp", "fp", "tn", "fn")},
         }
 
@@ -244,4 +249,9 @@ def evaluate_detector(
         bar.update(len(chunk))
     bar.close()
     scores, hits, total = match_boxes(preds, gts, 0.5)
-    return DetectorScores(len(images), sum(truth), threshold, binary_scores(truth, predicted), average_precision(hits, scores, total))
+    confident = [h for h, s in zip(hits, scores) if s >= threshold]
+    return DetectorScores(
+        len(images), sum(truth), threshold, binary_scores(truth, predicted), average_precision(hits, scores, total),
+        box_precision=sum(confident) / len(confident) if confident else 0.0,
+        box_recall=sum(confident) / total if total else 0.0,
+    )

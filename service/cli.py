@@ -125,7 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         folder = out / kind
         write_dataset(SynthRequest(folder, clips=1, seed=seed, size=(640, 360), frames=64, fps=8.0, workers=1, kind=kind), progress=False)
         clip = folder / "clips" / "synth_00000.mp4"
-        info = engine.open(clip).info
+        with engine.open(clip) as source:  # only its description: close the file now, not at garbage collection
+            info = source.info
         with VideoWriter(folder / "annotated.mp4", fps=min(engine.config.sampling.fps or info.fps or 8.0, info.fps or 8.0)) as writer:
             result = engine.detect(clip, on_frame=lambda r: writer.write(draw_result(r)), progress=False)
         shown.append(

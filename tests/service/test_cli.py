@@ -1,4 +1,7 @@
+import contextlib
+import gc
 import json
+import os
 import subprocess
 import sys
 
@@ -75,6 +78,18 @@ def test_truncated_clip_and_bad_model(capsys, tiny_bundle_dir, clip_path, tmp_pa
     assert code == 2 and "cannot be overridden" in err
 
 
+def test_detect_without_a_default_bundle_says_how_to_build_one(capsys, clip_path, tmp_path, monkeypatch):
+    import pipeline.bundle
+
+    empty = tmp_path / "no-default-bundle"
+    empty.mkdir()
+    monkeypatch.setattr(pipeline.bundle, "DEFAULT_BUNDLE", empty)  # what resolve_model looks at
+    code, out, err = run(capsys, "detect", str(clip_path), "-q")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("smokewatch: error:")
+    assert "smokewatch train default" in err and str(empty) in err
+
+
 def test_console_script_runs_as_a_process(tiny_bundle_dir, tmp_path):
     (tmp_path / "x.mp4").write_text("nope")
     proc = subprocess.run(
@@ -86,8 +101,27 @@ def test_console_script_runs_as_a_process(tiny_bundle_dir, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def open_files_under(folder) -> list[str]:
+    """Files under `folder` this process holds open (Linux: /proc/self/fd)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(folder)):
+                held.append(target)
+    return held
+
+
 def test_demo_verifies_a_plume_and_a_hard_negative(capsys, tiny_bundle_dir, tmp_path):
-    code, out, _ = run(capsys, "demo", "--model", str(tiny_bundle_dir), "--out", str(tmp_path / "demo"))
+    # With the garbage collector off, a file opened and never closed stays open: none may be left.
+    gc.collect()
+    gc.disable()
+    try:
+        code, out, _ = run(capsys, "demo", "--model", str(tiny_bundle_dir), "--out", str(tmp_path / "demo"))
+        if os.path.isdir("/proc/self/fd"):
+            assert open_files_under(tmp_path / "demo") == []
+    finally:
+        gc.enable()
     assert code == 0
     doc = json.loads(out)
     assert [c["truth"].split()[0] for c in doc["clips"]] == ["smoke", "no_smoke"]

@@ -12,21 +12,83 @@ Pipeline settings (sampling rate, thresholds, ...) are not here: they belong to 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 MiB = 1 << 20
 
+PREFIX = "SMOKEWATCH_"
+
+# SMOKEWATCH_* names that are not settings of the service but may sit in the same .env file:
+# docker-compose.yml reads these for itself (ports, image tag, mounted folders, the GPU service's
+# device), and SMOKEWATCH_HOME is read by pipeline/yolo_env.py (the Dockerfile sets it).
+# tests/service/test_settings.py checks that every SMOKEWATCH_ name in those files is known.
+NOT_SETTINGS = frozenset(
+    {"SMOKEWATCH_HOST_PORT", "SMOKEWATCH_GPU_HOST_PORT", "SMOKEWATCH_GPU_DEVICE", "SMOKEWATCH_MODELS_DIR",
+     "SMOKEWATCH_CONFIG_DIR", "SMOKEWATCH_TAG", "SMOKEWATCH_HOME"}
+)
+
+
+class _CheckedDotEnv(PydanticBaseSettingsSource):
+    """The .env source, refusing SMOKEWATCH_* names that are not settings (a misspelt name would
+    otherwise be dropped without a word) and ignoring every other name (a .env file is often
+    shared with docker compose and other tools)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv: EnvSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.dotenv = dotenv
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, "", False  # (unused: __call__ reads every field at once)
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        known = {PREFIX + name.upper() for name in fields}
+        errors = []
+        for key, value in self.dotenv.env_vars.items():
+            name = key.upper()
+            if name.startswith(PREFIX) and name not in known and name not in NOT_SETTINGS:
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+                hint = f"; did you mean {close[0]}?" if close else " (see service/settings.py for the names)"
+                errors.append({
+                    "type": PydanticCustomError("unknown_setting", "not a smokewatch setting, in {file}{hint}",
+                                                {"file": str(self.dotenv.env_file), "hint": hint}),
+                    "loc": (name,),
+                    "input": value,
+                })
+        if errors:
+            raise ValidationError.from_exception_data(self.settings_cls.__name__, errors)
+        # Only the values of fields: EnvSettingsSource's reading, without the .env source's extras.
+        return EnvSettingsSource.__call__(self.dotenv)
+
 
 class Settings(BaseSettings):
-    """Everything an operator may tune; every field can be set as ``SMOKEWATCH_<FIELD>``."""
+    """Everything an operator may tune; every field can be set as ``SMOKEWATCH_<FIELD>``.
 
-    model_config = SettingsConfigDict(env_prefix="SMOKEWATCH_", env_file=".env", extra="ignore")
+    An unknown ``SMOKEWATCH_*`` name in the .env file, or an unknown keyword argument, is refused
+    (ValidationError) rather than dropped; process environment variables are not checked."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(dotenv_settings, EnvSettingsSource)
+        return init_settings, env_settings, _CheckedDotEnv(settings_cls, dotenv_settings), file_secret_settings
 
     # --- where and what -----------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `smokewatch serve` binds to (0.0.0.0 for every interface).")
@@ -43,8 +105,8 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="Inference threads, each with its own engine (networks are shared read-only). "
-        "On a CPU, workers x torch_threads should not exceed the cores.",
+        description="Inference threads, each with its own engine holding its own copy of the networks, so memory "
+        "grows with every worker. On a CPU, workers x torch_threads should not exceed the cores.",
     )
     queue_size: int = Field(
         4,
@@ -118,7 +180,8 @@ class Settings(BaseSettings):
         description="Folders file sources may read from (JSON list); a file elsewhere is refused. Empty: no file sources.",
     )
     stream_workers: int = Field(
-        1, ge=1, le=64, description="Inference lanes for streams, each with its own engine, sharing the streams round-robin."
+        1, ge=1, le=64, description="Inference lanes for streams, each with its own engine (its own copy of the networks: "
+        "memory grows with every lane), sharing the streams round-robin."
     )
     stream_queue_size: int = Field(
         2, ge=1, le=64, description="Sampled frames that may wait per stream; when inference lags, the oldest is dropped and counted."

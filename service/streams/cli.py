@@ -4,7 +4,8 @@ Each event change is printed on stdout as one JSON line (``{"type": "event.opene
 {...}}``) as it happens; stream state changes and warnings go to stderr. Events, snapshots and
 clips are stored in the data folder like the service's, and webhooks (``--webhook``) are sent
 from the same outbox. It runs until Ctrl-C, until ``--duration`` passes, or, when every source is
-a file played once, until they have all ended.
+a file played once, until they have all ended. A file that cannot be read (several tries in a row)
+counts as ended too, and the command then exits with status 2 and one line naming it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import sys
 import time
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SourceError
 
 
 def add_monitor_command(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +53,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     from .config import StreamRequest, StreamSpec, file_path, make_id, source_kind
     from .monitor import Monitor
+    from .redact import redact_url
     from .service import delivery_policy
 
     given = {
@@ -98,11 +100,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.duration if args.duration else None
         while not monitor.all_ended and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.2)
+        failed = [f"{redact_url(w.spec.url)}: {w.last_error}" for w in monitor.failed()]
     finally:
         monitor.close()
         _flush_webhooks(notifier, store, settings.webhook_timeout_s)
         notifier.close()
         store.close()
+    if failed:  # one line on stderr, exit status 2 (see service.cli.main)
+        raise SourceError(f"could not read {'; '.join(failed)}")
     return 0
 
 

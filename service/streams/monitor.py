@@ -3,7 +3,8 @@
 Threads:
 - one *reader* per stream (:class:`StreamWorker`) opens the source, keeps a frame every
   interval_s and offers it to its lane; on failure or silence it reconnects with capped
-  exponential back-off, forever, until the stream is removed;
+  exponential back-off, forever, until the stream is removed (a video file played once gives up
+  after :data:`FILE_MAX_FAILURES` failures and is marked failed);
 - one *lane* per engine (:class:`Lane`, ``stream_workers`` of them; an Engine is not thread-safe)
   takes frames round-robin from the queues of its streams and runs them through each stream's own
   :class:`pipeline.engine.Session`, then the stream's alert policy;
@@ -53,6 +54,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("smokewatch.streams")
 
 ALERT_RED = (230, 40, 40)
+
+# A video file played once that fails this many times in a row is given up (state "failed"): unlike
+# a camera, a file that cannot be decoded does not come back by waiting. More than one try covers a
+# file still being copied into place; with the default back-off the tries span about 3 s.
+FILE_MAX_FAILURES = 3
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85, max_side: int | None = None) -> bytes:
@@ -197,6 +203,8 @@ class StreamWorker:
             self.connected_at = time.time()
         if state in ("online", "ended"):
             log.info("stream %s %s", self.id, state)
+        elif state == "failed":
+            log.error("stream %s failed: %s", self.id, self.last_error)
         self.monitor.publish_status(self)
 
     # --- reader thread -----------------------------------------------------------------------
@@ -213,6 +221,8 @@ class StreamWorker:
         backoff = Backoff(settings.stream_backoff_s, settings.stream_backoff_max_s)
         sampler = IntervalSampler(self.resolved.interval_s)
         blocking = kind == "file" and not spec.realtime
+        gives_up = kind == "file" and not spec.loop  # a file played once has an end; failing is one too
+        failures = 0
         first = True
         while not self.stop.is_set():
             if not first:
@@ -259,6 +269,12 @@ class StreamWorker:
                     source.close()
             if self.stop.is_set():
                 break
+            failures += 1
+            if gives_up and failures >= FILE_MAX_FAILURES:
+                error = f"{error} (gave up after {failures} tries)"
+                self.monitor.stream_ended(self, f"the source failed: {error}")  # frames read before still count
+                self._set_state("failed", error)
+                return
             delay = backoff.next_delay()
             self._set_state("offline", error)
             log.warning("stream %s offline: %s; reconnecting in %.1f s", self.id, error, delay)
@@ -542,8 +558,8 @@ class Monitor:
         if lane is not None:
             lane.offer(worker, grab, self.settings.stream_queue_size, block)
 
-    def stream_ended(self, worker: StreamWorker) -> None:
-        """A file source reached its end: wait for its queued frames, then close its alert."""
+    def stream_ended(self, worker: StreamWorker, reason: str = "the source ended") -> None:
+        """A file source reached its end (or was given up): wait for its queued frames, then close its alert."""
         if self.stopping.is_set():
             return  # shutting down: the alert stays open, like any other, for the next start
         while worker.lane is not None and (worker.queue or worker.busy) and not self.stopping.is_set():
@@ -551,13 +567,17 @@ class Monitor:
         with worker._alert_lock:
             if self.stopping.is_set():
                 return
-            self._close_event(worker, "the source ended")
+            self._close_event(worker, reason)
             worker.finish_clip()
 
     @property
     def all_ended(self) -> bool:
+        """Every stream is over: ended, failed (a file given up) or stopped."""
         workers = self.list()
-        return bool(workers) and all(w.state in ("ended", "stopped") for w in workers)
+        return bool(workers) and all(w.state in ("ended", "failed", "stopped") for w in workers)
+
+    def failed(self) -> list[StreamWorker]:
+        return [w for w in self.list() if w.state == "failed"]
 
     # --- events --------------------------------------------------------------------------------
 
@@ -637,6 +657,7 @@ class Monitor:
 
     def encode_clip(self, worker: StreamWorker, event: EventRecord, frames: list[np.ndarray]) -> None:
         def work() -> None:
+            draft = None
             try:
                 folder, draft = self.store.clip_draft(event.media_dir)
                 with VideoWriter(draft, fps=self.settings.clip_fps) as writer:
@@ -645,6 +666,8 @@ class Monitor:
                 record = self.store.attach_clip(event.id, draft, folder)
             except Exception:  # noqa: BLE001 - a clip is a nice-to-have; the event stands without it
                 log.exception("event %d: clip not written", event.id)
+                if draft is not None:
+                    draft.unlink(missing_ok=True)  # (gone already if attach_clip moved it in place)
                 return
             if record is not None:
                 if worker.event is not None and worker.event.id == record.id:

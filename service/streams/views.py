@@ -14,7 +14,7 @@ from service.store import EventRecord
 
 from .config import AlertPolicyConfig, SourceKind
 
-StreamState = Literal["starting", "connecting", "online", "offline", "ended", "stopped"]
+StreamState = Literal["starting", "connecting", "online", "offline", "ended", "failed", "stopped"]
 Origin = Literal["api", "config", "cli"]
 
 
@@ -23,7 +23,8 @@ class StreamStatus(BaseModel):
 
     state: StreamState = Field(
         description="starting (waiting for the model), connecting, online (frames arrive), offline (failed or "
-        "silent; reconnecting with back-off), ended (a file source reached its end), stopped (removed)."
+        "silent; reconnecting with back-off), ended (a file source reached its end), failed (a file source played "
+        "once could not be read, several tries in a row; last_error says why), stopped (removed)."
     )
     online: bool = Field(description="True while frames arrive.")
     condition: Literal["unknown", "ok", "dark", "frozen"] = Field(

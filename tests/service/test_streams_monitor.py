@@ -245,3 +245,60 @@ def test_monitor_command_refuses_bad_sources(capsys, tiny_bundle_dir, tmp_path):
     assert "unsupported URL scheme" in capsys.readouterr().err
     assert main(["monitor", str(tmp_path / "nope.mp4"), "--model", str(tiny_bundle_dir), "--data-dir", str(tmp_path / "d")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_played_once_is_given_up_and_counts_as_ended(tmp_path, clips, running):
+    from service.streams.monitor import FILE_MAX_FAILURES
+
+    folder = tmp_path / "garbage"
+    folder.mkdir()
+    (folder / "broken.mp4").write_bytes(b"this is not a video, whatever its name says\n" * 50)
+    settings = settings_for(tmp_path, clips, stream_folders=[clips, folder])
+    monitor = running(
+        settings,
+        StreamSpec(id="broken", url=str(folder / "broken.mp4"), interval_s=0.25),
+        StreamSpec(id="good", url=str(clips / "plume.mp4"), interval_s=0.25, realtime=False),
+    )
+    wait_until(lambda: monitor.all_ended, 30, what="both sources to be over")
+    broken = monitor.get("broken").view().status
+    assert broken.state == "failed" and not broken.online
+    assert broken.reconnects == FILE_MAX_FAILURES - 1
+    assert "cannot open" in broken.last_error and f"gave up after {FILE_MAX_FAILURES} tries" in broken.last_error
+    assert monitor.get("good").state == "ended"
+    assert [w.id for w in monitor.failed()] == ["broken"]
+
+
+def test_a_clip_that_fails_to_encode_leaves_no_draft(tmp_path, clips, running):
+    monitor = running(settings_for(tmp_path, clips), StreamSpec(id="cam", url=str(clips / "plume.mp4")), started=False)
+    event = monitor.store.open_event("cam", "cam", time.time(), time.time(), 0.9, [], snapshot=b"jpeg")
+    good = np.zeros((96, 160, 3), np.uint8)
+    bad = np.zeros((96, 160, 3), np.float64)  # the encoder takes uint8 only: fails after the file was started
+    monitor.encode_clip(monitor.get("cam"), event, [good, good, bad])
+    running.stop(monitor)  # waits for the media thread
+    media = tmp_path / "data" / "media"
+    assert sorted(p.name for p in media.rglob("*") if p.is_file()) == [SNAPSHOT]  # no .draft-*.mp4
+    store = EventStore(tmp_path / "data")
+    try:
+        assert not store.get_event(event.id).has_clip
+    finally:
+        store.close()
+
+
+def test_monitor_command_names_an_unreadable_file_and_exits_non_zero(tmp_path, clips, tiny_bundle_dir, monkeypatch):
+    from service.cli import main
+
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
+    monkeypatch.setenv("SMOKEWATCH_STREAM_BACKOFF_S", "0.1")
+    out, err = io.StringIO(), io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        # --duration only bounds the test: the command must stop by itself once both files are over.
+        code = main(["monitor", str(clips / "plume.mp4"), str(tmp_path / "broken.mp4"), "--model", str(tiny_bundle_dir), "--fast",
+                     "--interval", "0.25", "--threshold", "0", "--data-dir", str(tmp_path / "data"), "--duration", "60"])
+    assert time.monotonic() - started < 50, "the command waited for --duration instead of ending"
+    assert code == 2, err.getvalue()
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("smokewatch: error:")]
+    assert len(errors) == 1 and "broken.mp4" in errors[0] and "gave up after" in errors[0] and "plume.mp4" not in errors[0]
+    assert err.getvalue().endswith(errors[0] + "\n")  # the last line said
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["type"] for line in lines] == ["event.opened", "event.closed"]  # the good file was still watched

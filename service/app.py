@@ -56,9 +56,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    state = ServiceState(settings, app.state.metrics)
+    state = ServiceState(settings, app.state.metrics)  # makes this process's upload folder
     app.state.service = state
-    app.state.streams = monitoring = StreamService(settings, app.state.metrics.registry)
+    try:
+        # Raises ConfigError for a bad streams file: the start stops, and the upload folder goes.
+        app.state.streams = monitoring = StreamService(settings, app.state.metrics.registry)
+    except BaseException:
+        await state.close()
+        raise
     loading = asyncio.create_task(state.load(), name="smokewatch-load-model")
     pruning = asyncio.create_task(state.prune_jobs_forever(), name="smokewatch-prune-jobs")
     starting = asyncio.create_task(monitoring.start(state, loading), name="smokewatch-streams")

@@ -48,7 +48,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "internal": (500, "a bug: the request could not be handled"),
     "busy": (503, "every worker and queue slot is taken; retry after Retry-After seconds"),
     "not_ready": (503, "the model is still loading, or failed to load"),
-    "monitor_unavailable": (503, "stream monitoring cannot run (its data folder is unusable or held by another process)"),
+    "monitor_unavailable": (503, "stream monitoring cannot run (its data folder is unusable or held by another process, the model failed to load, or stream_overrides are invalid)"),
 }
 
 # SourceError.reason (pipeline) -> code. "missing" means our own temporary file vanished: a bug.

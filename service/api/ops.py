@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from .errors import error_responses
@@ -29,12 +29,21 @@ async def healthz() -> Health:
     response_model=Readiness,
     responses=error_responses("not_ready"),
 )
-async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> Readiness:
+async def readyz(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> Readiness:
     """200 once the model bundle is loaded and the workers exist; 503 while it loads, after it
-    failed to load (the message says why) and while the service shuts down."""
+    failed to load (the message says why) and while the service shuts down. Stream monitoring does
+    not decide readiness (clips are verified without it); `monitoring` and `monitoring_error` say
+    how it is doing."""
     ready = state.require_ready()
+    streams = getattr(request.app.state, "streams", None)
+    error = streams.unavailable if streams is not None else "monitoring is not started"
+    if error is not None:
+        monitoring = "unavailable"
+    else:
+        monitoring = "running" if streams.monitor.started else "starting"
     return Readiness(
-        status="ready", model=ready.bundle.metadata.name, workers=ready.pool.workers, queue_capacity=ready.pool.capacity - ready.pool.workers
+        status="ready", model=ready.bundle.metadata.name, workers=ready.pool.workers, queue_capacity=ready.pool.capacity - ready.pool.workers,
+        monitoring=monitoring, monitoring_error=error,
     )
 
 

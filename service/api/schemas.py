@@ -134,7 +134,12 @@ class DetectResult(BaseModel):
     )
 
     verdict: Literal["smoke", "no_smoke"]
-    score: float = Field(description="Highest p(smoke) of any window.")
+    score: float = Field(
+        description="Clip score under the k-of-n rule (decision.confirm_k of decision.confirm_n): for each region, the "
+        "k-th highest p(smoke) among its last n windows, taken at every frame; the score is the best of these over all "
+        "regions and frames (0 when no region had k windows). The verdict is smoke exactly when the score reaches the "
+        "threshold. Only with k = 1 is it the highest p(smoke) of any window (regions[].smoke_prob)."
+    )
     first_smoke_frame: int | None = Field(description="Frame where smoke was first confirmed; null without smoke.")
     first_smoke_time_s: float | None = Field(description="Its time in the source, seconds.")
     frames_read: int = Field(description="Frames decoded from the source.")
@@ -203,12 +208,23 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready", "model": "default", "workers": 1, "queue_capacity": 4}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ready", "model": "default", "workers": 1, "queue_capacity": 4, "monitoring": "running", "monitoring_error": None}
+            ]
+        }
+    )
 
     status: Literal["ready"]
     model: str = Field(description="Name of the loaded bundle.")
     workers: int = Field(description="Inference worker threads.")
     queue_capacity: int = Field(description="Requests and jobs that may wait for a worker.")
+    monitoring: Literal["starting", "running", "unavailable"] = Field(
+        description="Stream monitoring: starting (building its engines), running, or unavailable (see monitoring_error; "
+        "the /streams routes answer 503 monitor_unavailable). Clips are verified either way."
+    )
+    monitoring_error: str | None = Field(description="Why stream monitoring is unavailable; null otherwise.")
 
 
 class ModelInfo(BaseModel):

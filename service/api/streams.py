@@ -28,6 +28,7 @@ JPEG_ANSWER = {"content": {"image/jpeg": {"schema": {"type": "string", "format":
 
 
 def get_stream_service(request: Request) -> StreamService:
+    """The monitoring service, for routes that need its store (events): 503 without one."""
     service: StreamService | None = getattr(request.app.state, "streams", None)
     if service is None or service.monitor is None:
         reason = service.error if service is not None and service.error else "monitoring is not started"
@@ -36,6 +37,11 @@ def get_stream_service(request: Request) -> StreamService:
 
 
 def get_monitor(service: Annotated[StreamService, Depends(get_stream_service)]) -> Monitor:
+    """The monitor, for the stream routes: 503 when it failed to start (the model did not load,
+    invalid stream_overrides), so no stream is accepted that would wait in `starting` forever."""
+    reason = service.unavailable
+    if reason is not None:
+        raise ApiError("monitor_unavailable", f"stream monitoring is unavailable: {reason}")
     assert service.monitor is not None
     return service.monitor
 

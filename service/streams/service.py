@@ -6,7 +6,10 @@ app from starting, loudly), the streams added earlier with ``POST /streams`` (ke
 database), and new ``POST /streams`` calls. They start as soon as the model is loaded.
 
 If the data folder cannot be used (not writable, or held by another process), ``/detect`` keeps
-working and the monitoring routes answer 503 ``monitor_unavailable`` with the reason.
+working and the monitoring routes answer 503 ``monitor_unavailable`` with the reason. If the monitor
+cannot start (the model failed to load, invalid ``stream_overrides``), the ``/streams`` routes answer
+503 ``monitor_unavailable`` with the reason too (``/events`` still serves what is stored), and
+``/readyz`` says why in ``monitoring_error``.
 """
 
 from __future__ import annotations
@@ -89,16 +92,32 @@ class StreamService:
             self._collector = StreamCollector(self)
             registry.register(self._collector)
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why streams cannot be watched now, or None. While the model loads, streams may still be
+        added: they start with the monitor."""
+        if self.monitor is None:
+            return self.error or "monitoring is not started"
+        return self.error
+
     async def start(self, state: "ServiceState", loading: "asyncio.Task") -> None:
         """Once the model is loaded, build the stream engines and start every stream."""
         await asyncio.shield(loading)
-        if self.monitor is None or state.bundle is None:
+        if self.monitor is None:
+            return
+        if state.bundle is None:
+            if state.load_error:  # (no bundle and no error: the service is shutting down)
+                self.error = f"the model failed to load: {state.load_error}"
+                log.error("stream monitoring unavailable: %s", self.error)
             return
         try:
             await anyio.to_thread.run_sync(self.monitor.start, state.bundle)
         except SmokewatchError as exc:
-            self.error = f"stream monitoring could not start: {exc}"
-            log.error("%s", self.error)
+            self.error = f"the monitor could not start: {exc}"
+            log.error("stream monitoring unavailable: %s", self.error)
+        except Exception as exc:  # a bug or a broken install: say so rather than leave streams waiting forever
+            self.error = f"the monitor could not start: {type(exc).__name__}: {exc}"
+            log.exception("stream monitoring unavailable")
 
     async def close(self, starting: "asyncio.Task | None" = None) -> None:
         if starting is not None:

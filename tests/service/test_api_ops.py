@@ -4,6 +4,7 @@ import re
 
 from api_helpers import QUEUE_SIZE, RETRY_AFTER_S, TestClient, post_file
 from pydantic import SecretStr
+from stream_helpers import wait_until
 
 from service.app import create_app
 from service.settings import Settings
@@ -11,9 +12,11 @@ from service.settings import Settings
 
 def test_health_and_readiness(api):
     assert api.get("/healthz").json() == {"status": "ok"}
-    ready = api.get("/readyz")
+    ready = wait_until(lambda: (r := api.get("/readyz")).json().get("monitoring") == "running" and r, 60, what="monitoring")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "tiny-test", "workers": 1, "queue_capacity": QUEUE_SIZE}
+    assert ready.json() == {
+        "status": "ready", "model": "tiny-test", "workers": 1, "queue_capacity": QUEUE_SIZE, "monitoring": "running", "monitoring_error": None
+    }
 
 
 def test_not_ready_while_the_model_cannot_load(tmp_path):

@@ -77,23 +77,35 @@ def test_add_watch_and_remove_a_stream(client, clips):
 
 
 def test_event_filters(client, clips):
-    client.post("/streams", json={"id": "f1", "url": str(clips / "plume.mp4"), "interval_s": 0.1, "realtime": False})
-    wait_stream(client, "f1", lambda s: s["status"]["state"] == "ended")
+    for stream_id in ("f1", "f2"):  # an event each: enough for two pages
+        client.post("/streams", json={"id": stream_id, "url": str(clips / "plume.mp4"), "interval_s": 0.1, "realtime": False})
+    for stream_id in ("f1", "f2"):
+        wait_stream(client, stream_id, lambda s: s["status"]["state"] == "ended")
     everything = client.get("/events").json()["events"]
     mine = client.get("/events", params={"stream": "f1"}).json()["events"]
     assert len(mine) == 1 and mine[0]["state"] == "closed" and mine[0]["close_reason"] == "the source ended"
+    theirs = client.get("/events", params={"stream": "f2"}).json()["events"]
+    assert len(theirs) == 1 and {mine[0]["id"], theirs[0]["id"]} <= {e["id"] for e in everything}
     assert {e["id"] for e in client.get("/events", params={"state": "closed"}).json()["events"]} >= {mine[0]["id"]}
     assert client.get("/events", params={"until": mine[0]["opened_at"] - 3600}).json()["events"] == []
     assert client.get("/events", params={"since": time.time() + 3600}).json()["events"] == []
-    page = client.get("/events", params={"limit": 1}).json()
-    if len(everything) > 1:
+    # Pages of one: each names the next, newest first, until the last says null; together they are everything.
+    paged, before = [], None
+    while True:
+        page = client.get("/events", params={"limit": 1, **({"before": before} if before else {})}).json()
+        assert len(page["events"]) == 1
+        paged.append(page["events"][0]["id"])
+        if page["next_before"] is None:
+            break
         assert page["next_before"] == page["events"][0]["id"]
-        assert client.get("/events", params={"before": page["next_before"]}).json()["events"][0]["id"] < page["next_before"]
+        before = page["next_before"]
+    assert len(paged) == len(everything) >= 2
+    assert paged == [e["id"] for e in everything] == sorted(paged, reverse=True)
     bad = client.get("/events", params={"state": "burning"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     assert client.get("/events/999999").json()["error"]["code"] == "event_not_found"
     assert client.get("/events/999999/snapshot.jpg").status_code == 404
-    assert client.delete("/streams/f1").status_code == 204
+    assert client.delete("/streams/f1").status_code == 204 and client.delete("/streams/f2").status_code == 204
 
 
 @pytest.mark.parametrize(
@@ -252,3 +264,37 @@ def test_a_broken_streams_file_stops_the_start(tiny_bundle_dir, clips, tmp_path,
             pass
     assert "hunter22" not in str(info.value)
     EventStore(tmp_path / "data").close()  # the failed start left the data folder free
+    assert list((tmp_path / "data" / "uploads").iterdir()) == []  # and no smokewatch-uploads-* folder behind
+
+
+def wait_unavailable(c) -> dict:
+    """Wait until /streams says monitoring is unavailable (the monitor's start runs after the model load)."""
+    return wait_until(lambda: (r := c.get("/streams")).status_code == 503 and r.json()["error"], 60, what="monitoring to give up")
+
+
+def test_a_monitor_that_cannot_start_refuses_streams_and_says_why(tiny_bundle_dir, clips, tmp_path, clip_path):
+    settings = monitor_settings(tiny_bundle_dir, tmp_path / "data", clips, stream_overrides={"extractor.backbone": "resnet18"})
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c.get)
+        error = wait_unavailable(c)
+        assert error["code"] == "monitor_unavailable" and "stream_overrides" in error["message"]
+        added = c.post("/streams", json={"id": "cam", "url": str(clips / "plume.mp4")})
+        assert added.status_code == 503, added.text
+        assert added.json()["error"]["code"] == "monitor_unavailable" and "extractor.backbone" in added.json()["error"]["message"]
+        ready = c.get("/readyz")
+        assert ready.status_code == 200  # clips are still verified
+        assert ready.json()["monitoring"] == "unavailable" and "stream_overrides" in ready.json()["monitoring_error"]
+        assert c.get("/events").status_code == 200  # what is stored stays readable
+        assert c.post("/detect", files={"file": ("c.mp4", clip_path.read_bytes())}).status_code == 200
+    with TestClient(create_app(monitor_settings(tiny_bundle_dir, tmp_path / "data", clips))) as c:
+        wait_ready(c.get)
+        assert c.get("/streams").json() == []  # the refused stream was never saved
+
+
+def test_streams_are_refused_when_the_model_failed_to_load(tiny_bundle_dir, clips, tmp_path):
+    settings = monitor_settings(tiny_bundle_dir, tmp_path / "data", clips, model=tmp_path / "no-bundle")
+    with TestClient(create_app(settings)) as c:
+        error = wait_unavailable(c)
+        assert error["code"] == "monitor_unavailable" and "the model failed to load" in error["message"]
+        added = c.post("/streams", json={"id": "cam", "url": str(clips / "plume.mp4")})
+        assert added.status_code == 503 and "model bundle folder not found" in added.json()["error"]["message"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,12 @@ class ModelBundle:
     def create(cls, config: PipelineConfig, heads: list[str] | None = None, **metadata: Any) -> "ModelBundle":
         """A bundle built from its config: detector and backbone from their weights settings (random
         when none), and freshly initialised heads (`heads` defaults to the configured one)."""
-        detector, names = build_detector_network(config.detector)
-        backbone, dim = build_backbone(config.extractor)
+        detector = build_detector_network(config.detector)
+        backbone = build_backbone(config.extractor)
         head_names = heads or [config.verifier.head]
-        built = {name: build_head(HeadSpec.from_config(config.verifier, dim, name)) for name in head_names}
+        built = {name: build_head(HeadSpec.from_config(config.verifier, backbone.dim, name)) for name in head_names}
         clean = config.model_copy(update={"detector": config.detector.model_copy(update={"weights": None})})
-        return cls(clean, detector, names, backbone, dim, built, BundleMetadata(**metadata))
+        return cls(clean, detector.network, detector.names, backbone.module, backbone.dim, built, BundleMetadata(**metadata))
 
     @property
     def primary_head(self) -> str:
@@ -104,13 +105,22 @@ class ModelBundle:
     # --- saving ------------------------------------------------------------------------------
 
     def save(self, path: str | Path, half: bool = True) -> Path:
-        """Write the bundle folder (created if needed; existing weight files are replaced)."""
+        """Write the bundle folder, replacing any bundle already there.
+
+        Everything is written into a staging folder beside `path` and swapped in at the end, so an
+        interrupted save (a long training run stopped at the last step) leaves the previous bundle
+        whole rather than new weights next to old hashes. Files this method does not own (ONNX
+        exports, notes) are carried over; exports check their own freshness when loaded.
+        """
         path = Path(path)
-        (path / "heads").mkdir(parents=True, exist_ok=True)
+        staging = path.parent / f".{path.name}.saving"
+        if staging.exists():
+            shutil.rmtree(staging)
+        (staging / "heads").mkdir(parents=True)
         files: dict[str, Path] = {}
-        files["detector.pt"] = _save(path / "detector.pt", detector_state(self.detector, self.detector_names, half))
+        files["detector.pt"] = _save(staging / "detector.pt", detector_state(self.detector, self.detector_names, half))
         files["extractor.pt"] = _save(
-            path / "extractor.pt",
+            staging / "extractor.pt",
             {
                 "format": EXTRACTOR_FORMAT,
                 "backbone": self.config.extractor.backbone,
@@ -118,18 +128,31 @@ class ModelBundle:
                 "state_dict": _tensors(self.backbone, half),
             },
         )
-        for stale in (path / "heads").glob("*.pt"):
-            if stale.stem not in self.heads:
-                stale.unlink()
         for name, head in self.heads.items():
             files[f"heads/{name}.pt"] = _save(
-                path / "heads" / f"{name}.pt",
+                staging / "heads" / f"{name}.pt",
                 {"format": HEAD_FORMAT, "spec": head.spec.model_dump(), "state_dict": _tensors(head, half)},
             )
-        (path / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        (staging / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
         self.metadata.parameters = self.parameter_counts()
         self.metadata.files = {rel: _sha256(p) for rel, p in files.items()}
-        (path / "metadata.json").write_text(self.metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        (staging / "metadata.json").write_text(self.metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        if path.is_dir():
+            for old in path.rglob("*"):
+                rel = old.relative_to(path).as_posix()
+                owned = rel in ("config.yaml", "metadata.json") or rel.startswith("heads/") or rel in files
+                if old.is_file() and not owned:
+                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(old, staging / rel)
+            retired = path.parent / f".{path.name}.old"
+            if retired.exists():
+                shutil.rmtree(retired)
+            path.rename(retired)
+            staging.rename(path)
+            shutil.rmtree(retired)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(path)
         self.path = path
         return path
 
@@ -160,14 +183,15 @@ class ModelBundle:
         if verify:
             _verify_hashes(path, metadata)
 
-        detector, names = load_detector_weights(path / "detector.pt")
+        detector = load_detector_weights(path / "detector.pt")
         ex = _load(path / "extractor.pt", EXTRACTOR_FORMAT)
         if ex["backbone"] != config.extractor.backbone:
             raise BundleError(
                 f"bundle {path}: extractor.pt holds a {ex['backbone']} but config.yaml asks for "
                 f"{config.extractor.backbone}"
             )
-        backbone, dim = build_backbone(config.extractor, load_weights=False)
+        built = build_backbone(config.extractor, load_weights=False)
+        backbone, dim = built.module, built.dim
         _load_state(backbone, ex["state_dict"], path / "extractor.pt")
 
         available = sorted(p.stem for p in (path / "heads").glob("*.pt")) if (path / "heads").is_dir() else []
@@ -194,7 +218,7 @@ class ModelBundle:
             head = build_head(spec)
             _load_state(head, blob["state_dict"], path / "heads" / f"{name}.pt")
             loaded[name] = head.eval()
-        return cls(config, detector.eval(), names, backbone, dim, loaded, metadata, path)
+        return cls(config, detector.network.eval(), detector.names, backbone, dim, loaded, metadata, path)
 
 
 def _tensors(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:

@@ -23,6 +23,14 @@ class Verdict:
     score: float  # k-th highest p over the region's last n windows
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Where smoke was first confirmed in a clip or stream."""
+
+    frame: int  # source frame index
+    time_s: float
+
+
 class RegionDecider:
     """Keeps the last n probabilities of every region and the best score seen."""
 
@@ -30,7 +38,7 @@ class RegionDecider:
         self.config = config
         self._recent: dict[int, deque[float]] = {}
         self.best_score = 0.0
-        self.first_confirmed: tuple[int, float] | None = None  # (frame index, time)
+        self.first_confirmed: Confirmation | None = None
 
     def update(self, track_id: int, prob: float, frame_index: int, time_s: float) -> Verdict:
         cfg = self.config
@@ -41,7 +49,7 @@ class RegionDecider:
         confirmed = score >= cfg.threshold
         self.best_score = max(self.best_score, score)
         if confirmed and self.first_confirmed is None:
-            self.first_confirmed = (frame_index, time_s)
+            self.first_confirmed = Confirmation(frame_index, time_s)
         return Verdict(verified=prob >= cfg.threshold, confirmed=confirmed, score=score)
 
     def forget(self, live_track_ids: set[int]) -> None:

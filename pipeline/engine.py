@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,25 @@ from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequ
 from .sampler import Sampler
 from .sources import FrameSource, expected_kept_frames, open_source
 from .tubes import TubeBuilder
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Kept frames decoded and letterboxed together, with the seconds each step took."""
+
+    frames: list[Frame]
+    prepared: Prepared
+    decode_s: float
+    prepare_s: float
+
+
+@dataclass(frozen=True)
+class SessionStep:
+    """Frames for one session in a :meth:`Engine.process_many` batch (`prepared` None: letterbox here)."""
+
+    session: "Session"
+    frames: list[Frame]
+    prepared: Prepared | None = None
 
 
 class Engine:
@@ -141,21 +161,21 @@ class Engine:
         session = session or self.session()
         chunks = self._decoded(source)
         try:
-            for frames, prepared, decode_s, prepare_s in chunks:
-                session.times.decode += decode_s
-                session.times.detect += prepare_s
-                yield from session.process(frames, prepared)
+            for chunk in chunks:
+                session.times.decode += chunk.decode_s
+                session.times.detect += chunk.prepare_s
+                yield from session.process(chunk.frames, chunk.prepared)
         finally:
             chunks.close()
 
-    def _decoded(self, source: FrameSource) -> Iterator[tuple[list[Frame], Prepared, float, float]]:
+    def _decoded(self, source: FrameSource) -> Iterator[Chunk]:
         """Chunks of kept frames, letterboxed for the detector, with the seconds spent decoding and
         letterboxing them; read `runtime.prefetch` chunks ahead on a background thread."""
         chunks = self._chunks(source)
         depth = self.config.runtime.prefetch
         return prefetched(chunks, depth) if depth else chunks
 
-    def _chunks(self, source: FrameSource) -> Iterator[tuple[list[Frame], Prepared, float, float]]:
+    def _chunks(self, source: FrameSource) -> Iterator[Chunk]:
         sampler = Sampler(self.config.sampling, by_time=source.info.kind == "video")
         size = self.config.runtime.batch_frames
         chunk: list[Frame] = []
@@ -172,7 +192,7 @@ class Engine:
                 if chunk and (done or len(chunk) >= size):
                     start = time.perf_counter()
                     prepared = self.detector.prepare([f.image for f in chunk])
-                    yield chunk, prepared, decode_s, time.perf_counter() - start
+                    yield Chunk(chunk, prepared, decode_s, time.perf_counter() - start)
                     chunk, decode_s = [], 0.0
                 if done:
                     break
@@ -222,7 +242,14 @@ class Engine:
         chunks go through the detector together (:meth:`process_many`). Same results as
         :meth:`detect` on each; `seconds` of each result is the wall time of the whole batch."""
         start = time.perf_counter()
-        sources = [p if isinstance(p, FrameSource) else self.open(p) for p in paths_or_sources]
+        sources: list[FrameSource] = []
+        try:
+            for p in paths_or_sources:
+                sources.append(p if isinstance(p, FrameSource) else self.open(p))
+        except BaseException:
+            for src in sources:  # one unreadable clip must not leave the others' decoders open
+                src.close()
+            raise
         sessions = [self.session() for _ in sources]
         windows: list[list[WindowResult]] = [[] for _ in sources]
         processed = [0] * len(sources)
@@ -236,10 +263,9 @@ class Engine:
                     if item is None:
                         live.remove(i)
                         continue
-                    frames, prepared, decode_s, prepare_s = item
-                    sessions[i].times.decode += decode_s
-                    sessions[i].times.detect += prepare_s
-                    work.append((sessions[i], frames, prepared))
+                    sessions[i].times.decode += item.decode_s
+                    sessions[i].times.detect += item.prepare_s
+                    work.append(SessionStep(sessions[i], item.frames, item.prepared))
                     owners.append(i)
                 for i, results in zip(owners, self.process_many(work) if work else []):
                     processed[i] += len(results)
@@ -252,20 +278,20 @@ class Engine:
         seconds = time.perf_counter() - start
         return [self._clip_result(*args, seconds) for args in zip(sources, sessions, windows, processed)]
 
-    def process_many(self, work: Sequence[tuple["Session", list[Frame], Prepared | None]]) -> list[list[FrameResult]]:
+    def process_many(self, work: Sequence[SessionStep]) -> list[list[FrameResult]]:
         """One step of several sessions (clips or camera streams) sharing this engine: all their
         frames go through the detector as one batch, then each session links, verifies and
         decides its own. Detection time is shared out by frame count."""
-        images = [f.image for _, frames, _ in work for f in frames]
-        parts = [p if p is not None else self.detector.prepare([f.image for f in frames]) for _, frames, p in work]
+        images = [f.image for step in work for f in step.frames]
+        parts = [step.prepared if step.prepared is not None else self.detector.prepare([f.image for f in step.frames]) for step in work]
         start = _synchronized(self.device)
         detections = self.detector.detect(images, Prepared.concat(parts))
         elapsed = _synchronized(self.device) - start
         out, offset = [], 0
-        for session, frames, _ in work:
-            session.times.detect += elapsed * len(frames) / max(1, len(images))
-            out.append(session.process_detected(frames, detections[offset : offset + len(frames)]))
-            offset += len(frames)
+        for step in work:
+            step.session.times.detect += elapsed * len(step.frames) / max(1, len(images))
+            out.append(step.session.process_detected(step.frames, detections[offset : offset + len(step.frames)]))
+            offset += len(step.frames)
         return out
 
     def _clip_result(
@@ -277,8 +303,8 @@ class Engine:
             source=source.info,
             verdict=decider.verdict,
             score=decider.best_score,
-            first_smoke_frame=first[0] if first else None,
-            first_smoke_time_s=first[1] if first else None,
+            first_smoke_frame=first.frame if first else None,
+            first_smoke_time_s=first.time_s if first else None,
             frames_read=source.frames_read,
             frames_processed=processed,
             windows=windows,

@@ -7,6 +7,7 @@ used only when they are already on disk, and their absence is a clear error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,31 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class DetectorNetwork:
+    """A detector network and its class names (index -> name), as read or built together."""
+
+    network: nn.Module
+    names: dict[int, str]
+
+
+@dataclass(frozen=True)
+class BackboneNetwork:
+    """A backbone without its classifier, and the length of the feature vector it gives."""
+
+    module: nn.Module
+    dim: int
+
+
 # --- detector -------------------------------------------------------------------------------
 
 
-def build_detector_network(config: DetectorConfig) -> tuple[nn.Module, dict[int, str]]:
+def build_detector_network(config: DetectorConfig) -> DetectorNetwork:
     """The detector network and its class names, from `config.weights` if set, else from `config.arch`."""
     prepare_ultralytics()
     if config.weights is not None:
         return load_detector_weights(Path(config.weights))
-    return new_detector_network(config.arch), dict(SMOKE_NAMES)
+    return DetectorNetwork(new_detector_network(config.arch), dict(SMOKE_NAMES))
 
 
 def new_detector_network(arch: str | dict[str, Any], nc: int = 1) -> nn.Module:
@@ -58,7 +75,7 @@ def new_detector_network(arch: str | dict[str, Any], nc: int = 1) -> nn.Module:
         raise ConfigError(f"detector architecture '{arch}' is not an ultralytics model yaml") from None
 
 
-def load_detector_weights(path: Path) -> tuple[nn.Module, dict[int, str]]:
+def load_detector_weights(path: Path) -> DetectorNetwork:
     """Read a smokewatch detector.pt (safe, tensors only) or an ultralytics .pt checkpoint."""
     prepare_ultralytics()
     if not path.is_file():
@@ -73,7 +90,7 @@ def load_detector_weights(path: Path) -> tuple[nn.Module, dict[int, str]]:
             network.load_state_dict(blob["state_dict"])
         except RuntimeError as exc:
             raise BundleError(f"{path} does not match its architecture: {_first_line(exc)}") from None
-        return network, {int(k): str(v) for k, v in blob["names"].items()}
+        return DetectorNetwork(network, {int(k): str(v) for k, v in blob["names"].items()})
     from ultralytics.nn.tasks import load_checkpoint
 
     try:
@@ -83,7 +100,7 @@ def load_detector_weights(path: Path) -> tuple[nn.Module, dict[int, str]]:
     names = getattr(network, "names", None) or {}
     if isinstance(names, list):
         names = dict(enumerate(names))
-    return network.float(), {int(k): str(v) for k, v in names.items()}
+    return DetectorNetwork(network.float(), {int(k): str(v) for k, v in names.items()})
 
 
 def detector_state(network: nn.Module, names: dict[int, str], half: bool = True) -> dict[str, Any]:
@@ -93,6 +110,9 @@ def detector_state(network: nn.Module, names: dict[int, str], half: bool = True)
 
 
 def smoke_class_index(names: dict[int, str], wanted: int | str) -> int:
+    """The output class that means smoke. A single-class detector is taken as a smoke detector
+    whatever its class is called: users bring their own weights, trained with names like 'plume'
+    or '0', and a one-class model has nothing else it could be detecting for us."""
     if isinstance(wanted, int):
         if wanted not in names and not (len(names) == 1 and wanted == 0):
             raise ConfigError(f"detector.smoke_class {wanted} is not a class of the detector ({names})")
@@ -116,7 +136,7 @@ def fuse_for_inference(network: nn.Module) -> nn.Module:
 # --- backbone -------------------------------------------------------------------------------
 
 
-def build_backbone(config: ExtractorConfig, load_weights: bool = True) -> tuple[nn.Module, int]:
+def build_backbone(config: ExtractorConfig, load_weights: bool = True) -> BackboneNetwork:
     """A torchvision classifier with its classification layer replaced by identity, and its output size.
 
     With `load_weights`, ImageNet weights are read from torch's cache (never downloaded) and a
@@ -145,7 +165,7 @@ def build_backbone(config: ExtractorConfig, load_weights: bool = True) -> tuple[
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise BundleError(f"{path} does not fit backbone {config.backbone}: {_first_line(exc)}") from None
-    return model.eval(), dim
+    return BackboneNetwork(model.eval(), dim)
 
 
 def _cached_imagenet_state(backbone: str) -> dict[str, torch.Tensor]:

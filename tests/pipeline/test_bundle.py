@@ -74,3 +74,32 @@ def test_unknown_head_and_missing_folder(bundle_copy, tmp_path):
         ModelBundle.load(bundle_copy, heads=["transformer"])
     with pytest.raises(BundleError, match="not found"):
         ModelBundle.load(tmp_path / "nowhere")
+
+
+def test_saving_over_a_bundle_replaces_it_whole_and_keeps_other_files(tiny_config, tmp_path):
+    torch.manual_seed(3)
+    first = ModelBundle.create(tiny_config, heads=["lstm", "gru"], name="first")
+    path = first.save(tmp_path / "b")
+    (path / "detector.onnx").write_bytes(b"an export the bundle does not own")
+    second = ModelBundle.create(tiny_config, heads=["gru"], name="second")
+    second.config = second.config.with_overrides({"verifier.head": "gru"})
+    second.save(path)
+    loaded = ModelBundle.load(path)
+    assert loaded.metadata.name == "second" and set(loaded.heads) == {"gru"}
+    assert (path / "detector.onnx").read_bytes() == b"an export the bundle does not own"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging folder left behind
+
+
+def test_an_interrupted_save_leaves_the_previous_bundle_loadable(tiny_config, tmp_path, monkeypatch):
+    torch.manual_seed(4)
+    path = ModelBundle.create(tiny_config, name="old").save(tmp_path / "b")
+    newer = ModelBundle.create(tiny_config, name="new")
+    import pipeline.bundle as bundle_module
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_module, "dump_config", fail)  # stops after the weights are written
+    with pytest.raises(KeyboardInterrupt):
+        newer.save(path)
+    assert ModelBundle.load(path).metadata.name == "old"

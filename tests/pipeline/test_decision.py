@@ -7,7 +7,7 @@ def test_k_of_n_confirmation_and_consistent_score():
     v = [decider.update(7, p, frame, frame / 10) for frame, p in enumerate([0.9, 0.2, 0.3, 0.6, 0.1, 0.7])]
     assert [x.verified for x in v] == [True, False, False, True, False, True]
     assert [x.confirmed for x in v] == [False, False, False, False, False, True]
-    assert decider.first_confirmed == (5, 0.5)
+    assert (decider.first_confirmed.frame, decider.first_confirmed.time_s) == (5, 0.5)
     assert decider.verdict == "smoke"
     assert decider.best_score == 0.6  # second best of (0.6, 0.1, 0.7)
 

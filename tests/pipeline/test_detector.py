@@ -38,7 +38,8 @@ def test_tiles_cover_the_frame_with_overlap():
 def test_real_network_gives_boxes_inside_frames(tiles):
     torch.manual_seed(0)
     config = DetectorConfig(arch="yolov8n.yaml", imgsz=64, conf=0.0, max_det=5, tiles=tiles)
-    network, names = build_detector_network(config)
+    built = build_detector_network(config)
+    network, names = built.network, built.names
     detector = Detector(fuse_for_inference(network), config, smoke_class_index(names, "smoke"), torch.device("cpu"))
     images = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8) for i, (h, w) in enumerate([(90, 200), (150, 120)])]
     results = detector.detect(images)

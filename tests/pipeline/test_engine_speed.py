@@ -14,7 +14,7 @@ from engine_helpers import decode_threads, same_answers
 from pipeline.bundle import ModelBundle
 from pipeline.config import DetectorConfig, TileConfig
 from pipeline.detector import Detector, Prepared
-from pipeline.engine import Engine, prefetched
+from pipeline.engine import Engine, SessionStep, prefetched
 from pipeline.models import build_detector_network, fuse_for_inference, smoke_class_index
 from pipeline.sampler import Sampler
 
@@ -108,9 +108,9 @@ def test_process_many_batches_streams_through_the_detector(bundle, clip_path, ma
     sessions = [engine.session(), engine.session()]
     together: list[list] = [[], []]
     for i in range(0, max(len(a), len(b)), 3):
-        work = [(s, f[i : i + 3], None) for s, f in zip(sessions, (a, b)) if f[i : i + 3]]
-        for (session, _, _), results in zip(work, engine.process_many(work)):
-            together[sessions.index(session)].extend(w for r in results for w in r.windows)
+        work = [SessionStep(s, f[i : i + 3]) for s, f in zip(sessions, (a, b)) if f[i : i + 3]]
+        for step, results in zip(work, engine.process_many(work)):
+            together[sessions.index(step.session)].extend(w for r in results for w in r.windows)
     for x, y in zip(alone, together):
         assert [(w.frame_index, w.track_id, w.region) for w in x] == [(w.frame_index, w.track_id, w.region) for w in y]
         assert all(p.smoke_prob == pytest.approx(q.smoke_prob, abs=1e-4) for p, q in zip(x, y))
@@ -154,7 +154,8 @@ def per_frame_reference(detector: Detector, images: list[np.ndarray]) -> list[li
 def test_batched_post_processing_matches_the_per_frame_one(tiles, conf):
     torch.manual_seed(1)
     config = DetectorConfig(arch="yolov8n.yaml", imgsz=64, conf=conf, max_det=6, tiles=tiles)
-    network, names = build_detector_network(config)
+    built = build_detector_network(config)
+    network, names = built.network, built.names
     detector = Detector(fuse_for_inference(network), config, smoke_class_index(names, "smoke"), torch.device("cpu"))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in [(90, 200), (150, 120), (64, 64)]]
@@ -172,7 +173,8 @@ def test_batched_post_processing_matches_the_per_frame_one(tiles, conf):
 def test_prepared_parts_concatenate_like_one_list():
     torch.manual_seed(0)
     config = DetectorConfig(arch="yolov8n.yaml", imgsz=64, conf=0.0, max_det=3, tiles=TileConfig(size=96, overlap=16))
-    network, names = build_detector_network(config)
+    built = build_detector_network(config)
+    network, names = built.network, built.names
     detector = Detector(fuse_for_inference(network), config, 0, torch.device("cpu"))
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in [(90, 200), (60, 80), (150, 120)]]
@@ -188,7 +190,8 @@ def test_a_frames_boxes_do_not_depend_on_its_batch_even_with_tied_scores():
     shares the batch, or the engine and a one-frame-at-a-time loop would follow other candidates."""
     torch.manual_seed(0)
     config = DetectorConfig(arch="yolov8n.yaml", imgsz=128, conf=0.0, max_det=4)
-    network, names = build_detector_network(config)
+    built = build_detector_network(config)
+    network, names = built.network, built.names
     detector = Detector(fuse_for_inference(network), config, 0, torch.device("cpu"))
     images = [np.full((72 + 8 * i, 128, 3), 40 * i, np.uint8) for i in range(6)]  # flat frames: tied scores
     batch = detector.detect(images)

@@ -241,9 +241,12 @@ class PipelineConfig(StrictModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Device and batching.")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
-        """Copy with dotted-key overrides applied (``{"decision.threshold": 0.7}``), validated."""
+        """Copy with dotted-key overrides applied (``{"decision.threshold": 0.7}``), validated.
+
+        A mapping given for a section (``{"decision": {"threshold": 0.7}}``) is merged key by key, so
+        the section's other settings (a bundle's tuned k of n, say) are kept, not reset to defaults."""
         data = self.model_dump(mode="json")
-        for dotted, value in overrides.items():
+        for dotted, value in flatten_overrides(overrides).items():
             node = data
             *parents, leaf = dotted.split(".")
             for key in parents:
@@ -252,6 +255,17 @@ class PipelineConfig(StrictModel):
                 node = node[key]
             node[leaf] = value
         return parse_config(data, origin="overrides")
+
+
+def flatten_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c.d": 2}`` -> ``{"a.b": 1, "c.d": 2}``: every override down to its leaf keys."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):  # an empty mapping changes nothing
+            flat.update({f"{key}.{k}": v for k, v in flatten_overrides(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 # Settings the networks of a bundle were built with: changing them needs a different bundle.
@@ -271,7 +285,7 @@ FIXED_BY_BUNDLE = frozenset(
 
 def override_bundle_config(config: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
     """Apply run-time overrides to a bundle's config, refusing those that would not fit its networks."""
-    fixed = sorted(k for k in overrides if k in FIXED_BY_BUNDLE or k.split(".")[0] in FIXED_BY_BUNDLE)
+    fixed = sorted(k for k in flatten_overrides(overrides) if k in FIXED_BY_BUNDLE)
     if fixed:
         raise ConfigError(f"{', '.join(fixed)} cannot be overridden: the model bundle's networks fix it")
     return config.with_overrides(overrides) if overrides else config

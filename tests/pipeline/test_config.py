@@ -63,3 +63,13 @@ def test_bundle_overrides_refuse_network_settings():
     assert override_bundle_config(config, {"decision.threshold": 0.8}).decision.threshold == 0.8
     with pytest.raises(ConfigError, match="extractor.backbone"):
         override_bundle_config(config, {"extractor.backbone": "resnet18"})
+    with pytest.raises(ConfigError, match="extractor.backbone"):
+        override_bundle_config(config, {"extractor": {"backbone": "resnet18"}})  # a whole section hides nothing
+
+
+def test_a_section_override_keeps_the_sections_other_settings():
+    tuned = PipelineConfig().with_overrides({"decision.confirm_k": 2, "decision.confirm_n": 3, "detector.imgsz": 384})
+    changed = override_bundle_config(tuned, {"decision": {"threshold": 0.7}, "detector": {"conf": 0.2}})
+    assert (changed.decision.threshold, changed.decision.confirm_k, changed.decision.confirm_n) == (0.7, 2, 3)
+    assert (changed.detector.conf, changed.detector.imgsz) == (0.2, 384)
+    assert override_bundle_config(tuned, {"decision": {}}) == tuned

@@ -17,6 +17,7 @@ import yaml
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, SmokewatchError
+from service.argtypes import port as tcp_port
 
 EXIT_USER_ERROR = 2
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the HTTP service (POST /detect, /jobs, /healthz, /metrics, ...)")
     p.add_argument("--host", help="address to bind (default: SMOKEWATCH_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="TCP port (default: SMOKEWATCH_PORT or 8000)")
+    p.add_argument("--port", type=tcp_port, help="TCP port (default: SMOKEWATCH_PORT or 8000)")
     p.add_argument("--model", metavar="DIR", help="model bundle folder (default: SMOKEWATCH_MODEL or the shipped bundle)")
     p.set_defaults(func=cmd_serve)
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from service.argtypes import positive_int
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the bundle's detector and backbone as ONNX models into the bundle")
     p.add_argument("--model", metavar="DIR", help="bundle folder to export (default: the shipped bundle)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
     p.add_argument(
         "--make-default", action="store_true",
         help="also set runtime.backend: onnx in the bundle's config.yaml, so detect and serve run ONNX Runtime",
@@ -61,13 +62,13 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="benchmark this bundle instead of --config")
     p.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend (onnx exports into a copy)")
-    p.add_argument("--frames", type=int, help="frames per clip (default 8 on a CPU, 160 on a GPU)")
-    p.add_argument("--clips", type=int, help="clips run at once, batched together (default 1 on a CPU, 4 on a GPU)")
+    p.add_argument("--frames", type=positive_int, help="frames per clip (default 8 on a CPU, 160 on a GPU)")
+    p.add_argument("--clips", type=positive_int, help="clips run at once, batched together (default 1 on a CPU, 4 on a GPU)")
     p.add_argument("--size", type=_size, default=(1920, 1080), help="synthetic clip size WxH (default 1920x1080, at most 4096)")
     p.add_argument("--clip", metavar="PATH", help="time this video instead of synthetic clips")
-    p.add_argument("--batch-frames", type=int, help="frames per chunk (default: the bundle's on a CPU, 16 on a GPU)")
-    p.add_argument("--repeats", type=int, help="timed runs, median reported (default 1 on a CPU, 3 on a GPU)")
-    p.add_argument("--naive-frames", type=int, help="frames the naive loop runs (default 4 on a CPU, 48 on a GPU)")
+    p.add_argument("--batch-frames", type=positive_int, help="frames per chunk (default: the bundle's on a CPU, 16 on a GPU)")
+    p.add_argument("--repeats", type=positive_int, help="timed runs, median reported (default 1 on a CPU, 3 on a GPU)")
+    p.add_argument("--naive-frames", type=positive_int, help="frames the naive loop runs (default 4 on a CPU, 48 on a GPU)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value for the run")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_bench)

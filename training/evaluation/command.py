@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from service.argtypes import positive_int, probability
 
 from . import DEFAULT_VOTE_THRESHOLD, LEVELS
 
@@ -169,7 +170,7 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-heads", metavar="TRAIN_DIR",
                    help="first train the heads (all six, or --heads) on this manifest folder, save the bundle "
                    "into OUT/bundle and evaluate that")
-    p.add_argument("--train-epochs", type=int, metavar="N", help="most epochs per head with --train-heads "
+    p.add_argument("--train-epochs", type=positive_int, metavar="N", help="most epochs per head with --train-heads "
                    "(default: the trainer's; early stopping ends sooner)")
     p.add_argument("--out", metavar="OUT", help="output folder (default runs/evaluate/<data folder name>)")
     p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N (default: the bundle's setting)")
@@ -177,9 +178,9 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. decision.threshold=0.7 or sampling.folder_interval_s=60")
     p.add_argument("--level", choices=LEVELS, default="window",
                    help="level of table.csv and of the first table in table.md (default window)")
-    p.add_argument("--vote-frames", type=int, metavar="N",
+    p.add_argument("--vote-frames", type=positive_int, metavar="N",
                    help="frames in the frame-vote baseline (default: the verifier's window T)")
-    p.add_argument("--vote-threshold", type=float, default=DEFAULT_VOTE_THRESHOLD, metavar="X",
+    p.add_argument("--vote-threshold", type=probability, default=DEFAULT_VOTE_THRESHOLD, metavar="X",
                    help=f"mean box confidence the frame vote must beat (default {DEFAULT_VOTE_THRESHOLD}, pyro-engine's)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

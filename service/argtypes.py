@@ -1,0 +1,44 @@
+"""argparse value types that refuse nonsense at the command line, before hours of work start.
+
+`--epochs 0` or `--fps -1` would otherwise pass through to a trainer or a sampler and fail late,
+or quietly do nothing; argparse turns these errors into its usual one-line usage message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def _bounded(kind: type, low: float, inclusive: bool, what: str) -> Callable[[str], int | float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
+        if value < low or (not inclusive and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded(int, 1, True, "a positive integer")
+non_negative_int = _bounded(int, 0, True, "zero or a positive integer")
+positive_float = _bounded(float, 0.0, False, "a positive number")
+
+
+def probability(text: str) -> float:
+    """A threshold in [0, 1] (0 alerts on anything: useful to test a camera's wiring)."""
+    value = _bounded(float, 0.0, True, "a number")(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return value

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from service.argtypes import non_negative_int, positive_float, positive_int, probability
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -42,13 +43,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write synthetic smoke and hard-negative clips with labels and a manifest")
     p.add_argument("out", help="output folder (created)")
-    p.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
+    p.add_argument("--clips", type=positive_int, default=100, help="number of clips (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clips")
     p.add_argument("--size", type=_size, help="frame size WxH (default: varied, 640x360 to 1024x576)")
-    p.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
-    p.add_argument("--fps", type=float, default=8.0, help="frame rate written into the videos (default 8)")
+    p.add_argument("--frames", type=positive_int, default=48, help="frames per clip (default 48)")
+    p.add_argument("--fps", type=positive_float, default=8.0, help="frame rate written into the videos (default 8)")
     p.add_argument("--kind", choices=["smoke", "smoke+negatives", "negatives"], help="only this kind of clip")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="parallel processes (default 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
@@ -59,20 +60,26 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
     add_evaluate_command(sub)
 
 
-def _load_or_create(model: str | None):
+def _load_or_create(model: str | None, heads: list[str] | None = None):
+    """The bundle given by --model (which must load: a typo must not start training from random
+    networks), or a new one with the default architecture and only the heads about to be trained."""
     from pipeline.bundle import ModelBundle
     from pipeline.config import HEAD_NAMES
 
     from training.recipe import default_config
 
-    if model and Path(model, "metadata.json").is_file():
+    if model:
         return ModelBundle.load(model)
-    return ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-custom")
+    heads = heads or list(HEAD_NAMES)
+    config = default_config()
+    if config.verifier.head not in heads:
+        config = config.with_overrides({"verifier.head": heads[0]})
+    return ModelBundle.create(config, heads=heads, name="smokewatch-custom")
 
 
 def _split_data(values: list[str]):
     """--data values: manifest folders (synthetic clips) and YOLO image folders (`DIR` or `DIR:classes`)."""
-    from training.recipe import RealSet
+    from training.datasets import RealSet
 
     manifests, real = [], []
     for value in values or []:
@@ -101,7 +108,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 
     if args.eval:
         from training.detector import evaluate_detector
-        from training.recipe import RealSet, _detector_for
+        from training.datasets import RealSet
+        from training.recipe import _detector_for
 
         bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
         target = RealSet.parse(args.eval)
@@ -140,11 +148,11 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     from training.recipe import train_backbone_stage, train_verifier_stage
     from training.verifier import HeadTrainingOptions
 
-    bundle = _load_or_create(args.model)
+    heads = _parse_heads(args.heads)
     manifests, real = _split_data(args.data)
     if not manifests:
         raise ConfigError("train verifier needs at least one manifest folder in --data (clips with smoke and without)")
-    heads = _parse_heads(args.heads)
+    bundle = _load_or_create(args.model, heads)
     progress = None if not args.quiet else False
     out: dict = {"bundle": str(args.out)}
     if args.backbone_epochs > 0:
@@ -154,6 +162,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     record = train_verifier_stage(bundle, manifests, heads, options, progress)
     bundle.save(args.out)
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
+    out["deciding_head"] = bundle.config.verifier.head
     print(json.dumps(out, indent=2, default=str))
     return 0
 
@@ -167,15 +176,15 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="BUNDLE", help="start from this bundle (default: a new bundle with the default config)")
     p.add_argument("--out", metavar="BUNDLE", help="bundle folder to write")
     p.add_argument("--arch", help="ultralytics model yaml (default: the bundle's)")
-    p.add_argument("--imgsz", type=int, help="training and inference image size (default: the bundle's)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    p.add_argument("--hours", type=float, help="stop after this many hours (ultralytics fits the schedule to it)")
-    p.add_argument("--frames-per-clip", type=int, default=5, help="labelled frames taken from each synthetic clip (default 5)")
-    p.add_argument("--max-real", type=int, default=1200, help="most images taken from each real set (default 1200)")
+    p.add_argument("--imgsz", type=positive_int, help="training and inference image size (default: the bundle's)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs (default 30)")
+    p.add_argument("--hours", type=positive_float, help="stop after this many hours (ultralytics fits the schedule to it)")
+    p.add_argument("--frames-per-clip", type=positive_int, default=5, help="labelled frames taken from each synthetic clip (default 5)")
+    p.add_argument("--max-real", type=positive_int, default=1200, help="most images taken from each real set (default 1200)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--work", metavar="DIR", help="work folder for the assembled dataset and runs (default: next to --out)")
     p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of training")
-    p.add_argument("--threshold", type=float, default=0.25, help="operating confidence for image-level precision/recall (default 0.25)")
+    p.add_argument("--threshold", type=probability, default=0.25, help="operating confidence for image-level precision/recall (default 0.25)")
     p.add_argument("--device", help="device for --eval (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_detector)
@@ -185,8 +194,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", default="all", help="all, or comma-separated head names (default all)")
     p.add_argument("--model", metavar="BUNDLE", help="bundle with the trained detector (default: a new bundle)")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
-    p.add_argument("--backbone-epochs", type=int, default=4, help="epochs of crop training for the backbone; 0 keeps it as is (default 4)")
-    p.add_argument("--epochs", type=int, default=40, help="most epochs per head (early stopping ends sooner)")
+    p.add_argument("--backbone-epochs", type=non_negative_int, default=4, help="epochs of crop training for the backbone; 0 keeps it as is (default 4)")
+    p.add_argument("--epochs", type=positive_int, default=40, help="most epochs per head (early stopping ends sooner)")
     p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -201,9 +210,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"real YOLO training set (default: {shared / 'train-real' / 'fire-and-smoke-ccby'}:1 when present)")
     p.add_argument("--validate", action="append", default=[], metavar="DIR",
                    help="real validation folders to score (never trained on): manifest folders and YOLO image folders")
-    p.add_argument("--clips", type=int, default=320, help="synthetic training clips (default 320)")
-    p.add_argument("--detector-hours", type=float, default=1.75, help="time limit of detector training (default 1.75)")
-    p.add_argument("--detector-epochs", type=int, default=12, help="detector epochs (default 12, fitted to the time limit)")
+    p.add_argument("--clips", type=positive_int, default=320, help="synthetic training clips (default 320)")
+    p.add_argument("--detector-hours", type=positive_float, default=1.75, help="time limit of detector training (default 1.75)")
+    p.add_argument("--detector-epochs", type=positive_int, default=12, help="detector epochs (default 12, fitted to the time limit)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -214,7 +223,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_train_default(args: argparse.Namespace) -> int:
     """The one command that builds the shipped default bundle (see README, "The default model")."""
     from pipeline.bundle import DEFAULT_BUNDLE
-    from training.recipe import DefaultRecipe, RealSet, train_default
+    from training.datasets import RealSet
+    from training.recipe import DefaultRecipe, train_default
 
     real = [RealSet.parse(r) for r in (args.real or ([args.default_real] if Path(args.default_real.rsplit(":", 1)[0]).is_dir() else []))]
     missing = [str(r.path) for r in real if not (r.path / "images").is_dir()]

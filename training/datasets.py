@@ -72,6 +72,21 @@ class YoloImage:
         ]
 
 
+@dataclass
+class RealSet:
+    """A real YOLO image folder and which of its classes mean smoke."""
+
+    path: Path
+    smoke_classes: set[int]
+
+    @classmethod
+    def parse(cls, text: str) -> "RealSet":
+        """`DIR` or `DIR:1` (smoke class ids after a colon; default 0)."""
+        path, _, classes = text.partition(":") if ":" in text and not Path(text).exists() else (text, "", "")
+        ids = {int(c) for c in classes.split(",") if c.strip()} or {0}
+        return cls(Path(path), ids)
+
+
 def _int_or_none(value: str, column: str, where: str) -> int | None:
     value = (value or "").strip()
     if not value:

@@ -26,7 +26,7 @@ from pipeline.detector import Detector
 from pipeline.errors import SmokewatchError
 from pipeline.yolo_env import prepare_ultralytics
 
-from .datasets import ManifestItem, YoloImage, read_manifest, read_yolo_folder
+from .datasets import ManifestItem, RealSet, YoloImage, read_manifest, read_yolo_folder
 from .metrics import BinaryScores, average_precision, binary_scores, match_boxes
 
 
@@ -51,8 +51,7 @@ class DetectorDataset:
 def build_detector_dataset(
     work: Path,
     synth_dirs: list[Path],
-    real_dirs: list[Path],
-    real_smoke_classes: set[int],
+    real_sets: list[RealSet],
     frames_per_clip: int = 6,
     max_real: int | None = None,
     val_fraction: float = 0.12,
@@ -82,8 +81,9 @@ def build_detector_dataset(
             counts[f"synthetic_{split}"] += 1
             counts["positive" if text.strip() else "negative"] += 1
 
-    for folder in real_dirs:
-        images = read_yolo_folder(folder, real_smoke_classes)
+    for real in real_sets:  # each set with its own smoke classes: class 0 is smoke in one, fire in another
+        folder = real.path
+        images = read_yolo_folder(folder, real.smoke_classes)
         if max_real is not None and len(images) > max_real:
             images = sorted(rng.sample(images, max_real), key=lambda i: i.image.name)
         for image in images:

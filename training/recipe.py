@@ -24,7 +24,7 @@ from pipeline.detector import Detector
 from pipeline.models import fuse_for_inference, resolve_device, smoke_class_index
 
 from .backbone import BackboneOptions, collect_crops, train_backbone
-from .datasets import read_manifest, read_yolo_folder
+from .datasets import RealSet, read_manifest, read_yolo_folder
 from .detector import build_detector_dataset, train_detector
 from .verifier import HeadTrainingOptions, train_heads
 
@@ -33,21 +33,6 @@ CCBY_ATTRIBUTION = (
     "(project fire-and-smoke-detection-hiwia-1vzaj), forked from the Middle East Technical University "
     "project of the same name; licence CC BY 4.0"
 )
-
-
-@dataclass
-class RealSet:
-    """A real YOLO image folder and which of its classes mean smoke."""
-
-    path: Path
-    smoke_classes: set[int]
-
-    @classmethod
-    def parse(cls, text: str) -> "RealSet":
-        """`DIR` or `DIR:1` (smoke class ids after a colon; default 0)."""
-        path, _, classes = text.partition(":") if ":" in text and not Path(text).exists() else (text, "", "")
-        ids = {int(c) for c in classes.split(",") if c.strip()} or {0}
-        return cls(Path(path), ids)
 
 
 def environment() -> dict:
@@ -82,7 +67,7 @@ def train_detector_stage(
 ) -> dict:
     cfg = bundle.config.detector
     dataset = build_detector_dataset(
-        work / "detector-data", synth_dirs, [r.path for r in real_sets], set().union(*[r.smoke_classes for r in real_sets]) if real_sets else {0},
+        work / "detector-data", synth_dirs, real_sets,
         frames_per_clip=frames_per_clip, max_real=max_real, seed=seed, progress=progress,
     )
     start = time.perf_counter()
@@ -133,14 +118,21 @@ def train_verifier_stage(
     options: HeadTrainingOptions,
     progress: bool | None = None,
 ) -> dict:
+    """Train `heads` and record them; heads trained before (and kept in the bundle) keep their record,
+    and if the bundle's deciding head was never trained, the first head trained here takes over."""
+    earlier = bundle.metadata.provenance.get("verifier", {}).get("heads", {})
     items = [item for folder in data_dirs for item in read_manifest(folder, check_frames=False)]
     reports = train_heads(bundle, items, heads, options, progress)
+    trained = {name: r.to_json() for name, r in reports.items()}
+    kept = {name: record for name, record in earlier.items() if name in bundle.heads and name not in trained}
+    if bundle.config.verifier.head not in trained and bundle.config.verifier.head not in kept:
+        bundle.config = bundle.config.with_overrides({"verifier.head": heads[0]})
     record = {
         "data": [str(p) for p in data_dirs],
         "items": len(items),
         "seed": options.seed,
         "options": {k: v for k, v in vars(options).items() if k not in ("cache_dir",)},
-        "heads": {name: r.to_json() for name, r in reports.items()},
+        "heads": {**kept, **trained},
     }
     bundle.metadata.provenance["verifier"] = record
     return record
@@ -289,22 +281,27 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     train_dir = _synth(work / "synth-train", recipe.train_clips, recipe.train_seed, progress)
 
+    # What a stage learnt from: a finished stage is reused only when these match too.
+    inputs = {"train_clips": recipe.train_clips, "train_seed": recipe.train_seed, "frames_per_clip": recipe.frames_per_clip,
+              "max_real": recipe.max_real, "real": [f"{r.path.resolve()}:{sorted(r.smoke_classes)}" for r in recipe.real]}
     det_path = work / "bundle-det"
     wanted = {"arch": default_config().detector.arch, "imgsz": default_config().detector.imgsz, "seed": recipe.seed,
-              "epochs_requested": recipe.detector_epochs, "hours_limit": recipe.detector_hours}
+              "epochs_requested": recipe.detector_epochs, "hours_limit": recipe.detector_hours, "inputs": inputs}
     bundle = None if recipe.force else _stage_done(det_path, "detector", wanted)
     if bundle is None:
         bundle = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
         train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
                              recipe.seed, frames_per_clip=recipe.frames_per_clip, max_real=recipe.max_real, progress=progress)
+        bundle.metadata.provenance["detector"]["inputs"] = inputs
         bundle.save(det_path)
 
     ext_path = work / "bundle-ext"
-    done = None if recipe.force else _stage_done(ext_path, "extractor", {"epochs": recipe.backbone_epochs, "seed": recipe.seed})
+    done = None if recipe.force else _stage_done(ext_path, "extractor", {"epochs": recipe.backbone_epochs, "seed": recipe.seed, "inputs": inputs})
     if done is not None and done.metadata.provenance.get("detector") == bundle.metadata.provenance.get("detector"):
         bundle = done
     else:
         train_backbone_stage(bundle, [train_dir], recipe.real, BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed), progress)
+        bundle.metadata.provenance["extractor"]["inputs"] = inputs
         bundle.save(ext_path)
 
     bundle.config = default_config()  # a resumed stage brings the config it was saved with

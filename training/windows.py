@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,16 @@ class WindowSet:
         }
 
 
+@dataclass(frozen=True)
+class LabelledWindow:
+    """One window the labelling session saw: its features (T, D) and what the ground truth says."""
+
+    features: np.ndarray
+    label: int  # 1 smoke, 0 not
+    from_detector: bool
+    detector_conf: float
+
+
 def _overlap(region: tuple[int, int, int, int], box) -> float:
     x1, y1, x2, y2 = region
     w = min(x2, box.x2) - max(x1, box.x1)
@@ -74,7 +85,7 @@ class LabellingSession(Session):
         super().__init__(engine)
         self.item = item
         self.gt_tubes = TubeBuilder(self.config.tubes.model_copy(update={"max_missed": 0}))
-        self.records: list[tuple[np.ndarray, int, bool, float]] = []
+        self.records: list[LabelledWindow] = []
         self._truth: dict[int, tuple[int, list | None]] = {}
 
     def link(self, seq: int, frame: Frame, detections: list) -> list[WindowRequest]:
@@ -97,9 +108,9 @@ class LabellingSession(Session):
         array = stacked.detach().to("cpu", torch.float16).numpy()
         for request, features in zip(requests, array):
             frame_index, boxes = self._truth[request.seq]
-            self.records.append(
-                (features, self._label(request, frame_index, boxes), request.track_id < GT_TRACK_OFFSET, request.detector_conf)
-            )
+            self.records.append(LabelledWindow(
+                features, self._label(request, frame_index, boxes), request.track_id < GT_TRACK_OFFSET, request.detector_conf
+            ))
         return stacked
 
     def _label(self, request: WindowRequest, frame_index: int, boxes) -> int:
@@ -120,7 +131,7 @@ def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str) -> s
             "mtime": int(stat.st_mtime),
             "label": [item.label, item.smoke_from, item.smoke_to],
             "bundle": bundle_fingerprint,
-            "config": cfg.model_dump(mode="json", include={"sampling", "detector", "tubes", "extractor"}),
+            "config": cfg.model_dump(mode="json", include={"sampling", "detector", "motion", "tubes", "extractor"}),
         },
         sort_keys=True,
     )
@@ -137,6 +148,17 @@ def network_fingerprint(*modules: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def _read_cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """A cached item's arrays, or None when absent or unreadable (then it is simply recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return data["features"], data["labels"], data["from_detector"], data["detector_conf"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def collect_windows(
     engine: Engine, items: list[ManifestItem], cache_dir: Path | None = None, progress: bool | None = None
 ) -> WindowSet:
@@ -148,24 +170,26 @@ def collect_windows(
     window, dim = engine.config.tubes.window, engine.extractor.dim
     for index, item in enumerate(tqdm(items, desc="windows", unit="item", disable=None if progress is None else not progress)):
         cached = cache_dir / f"{_cache_key(engine, item, fingerprint)}.npz" if cache_dir is not None else None
-        if cached is not None and cached.exists():
-            data = np.load(cached)
-            f, l, d, c = data["features"], data["labels"], data["from_detector"], data["detector_conf"]
+        loaded = _read_cached(cached) if cached is not None else None
+        if loaded is not None:
+            f, l, d, c = loaded
         else:
             session = LabellingSession(engine, item)
             with engine.open(item.path) as source:
                 for _ in engine.run(source, session):
                     pass
             if session.records:
-                f = np.stack([r[0] for r in session.records])
-                l = np.array([r[1] for r in session.records], np.int64)
-                d = np.array([r[2] for r in session.records], bool)
-                c = np.array([r[3] for r in session.records], np.float32)
+                f = np.stack([r.features for r in session.records])
+                l = np.array([r.label for r in session.records], np.int64)
+                d = np.array([r.from_detector for r in session.records], bool)
+                c = np.array([r.detector_conf for r in session.records], np.float32)
             else:
                 f = np.zeros((0, window, dim), np.float16)
                 l, d, c = np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.float32)
-            if cached is not None:
-                np.savez(cached, features=f, labels=l, from_detector=d, detector_conf=c)
+            if cached is not None:  # written aside and renamed: a stopped run leaves no half file
+                partial = cached.with_name(cached.stem + ".partial.npz")
+                np.savez(partial, features=f, labels=l, from_detector=d, detector_conf=c)
+                partial.replace(cached)
         feats.append(f)
         labels.append(l)
         owners.append(np.full(len(l), index, np.int64))

@@ -75,21 +75,47 @@ def test_tiny_training_run_produces_a_working_bundle(synth_dir, real_dir, tmp_pa
     result = Engine(loaded).detect(clip, progress=False)
     assert result.frames_processed == 10 and result.verdict in ("smoke", "no_smoke")
 
-    # a second run reuses the cached window features
-    again = train_verifier_stage(ModelBundle.load(path), [synth_dir], ["gru"], options)
+    # a second run reuses the cached window features instead of recomputing them
+    cached = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")}
+    again = train_verifier_stage(bundle, [synth_dir], ["gru"], options)  # same networks, same cache keys
     assert again["heads"]["gru"]["windows"] == ver["heads"]["gru"]["windows"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")} == cached
+    assert again["heads"]["deep-lstm"] == ver["heads"]["deep-lstm"], "the head not retrained keeps its record"
+
+    # a cache file cut short by a stopped run is recomputed, not a crash
+    victim = sorted((tmp_path / "cache").glob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    third = train_verifier_stage(bundle, [synth_dir], ["gru"], options)
+    assert third["heads"]["gru"]["windows"] == ver["heads"]["gru"]["windows"]
+    assert victim.stat().st_size > 100
 
 
 def test_real_sets_split_by_group_never_by_image(real_dir, tmp_path):
     from training.detector import build_detector_dataset
 
-    data = build_detector_dataset(tmp_path / "d", [], [real_dir], {1}, val_fraction=0.5, seed=3)
+    data = build_detector_dataset(tmp_path / "d", [], [RealSet(real_dir, {1})], val_fraction=0.5, seed=3)
     train = {p.name.split("_")[-1] for p in (tmp_path / "d" / "train" / "images").iterdir()}
     val = {p.name.split("_")[-1] for p in (tmp_path / "d" / "val" / "images").iterdir()}
     groups = {f"{i}.jpg": i // 3 for i in range(6)}
     assert not {groups[n] for n in train} & {groups[n] for n in val}
-    labels = {p.read_text() for p in (tmp_path / "d").rglob("labels/*.txt")}
-    assert all(not line or line.startswith("0 ") for text in labels for line in text.splitlines()), "smoke remapped to 0, fire dropped"
+    lines = [line for p in (tmp_path / "d").rglob("labels/*.txt") for line in p.read_text().splitlines()]
+    assert len(lines) == 3, "one box per positive image: the fire box is dropped"
+    assert all(line.split()[0] == "0" and [float(v) for v in line.split()[1:]] == [0.5, 0.5, 0.3, 0.4] for line in lines), \
+        "the smoke box, remapped to class 0"
     assert data.counts["positive"] == 3
     images = read_yolo_folder(real_dir, {1})
     assert sum(i.positive for i in images) == 3 and images[0].group == "video_0"
+
+
+def test_each_real_set_keeps_its_own_smoke_classes(real_dir, tmp_path):
+    """Class 0 is fire in one set and smoke in another: merging the class lists would label fire as smoke."""
+    from training.detector import build_detector_dataset
+
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    (other / "labels").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(other / "images" / "s.jpg")
+    (other / "labels" / "s.txt").write_text("0 0.4 0.4 0.2 0.2\n")
+    build_detector_dataset(tmp_path / "d", [], [RealSet(real_dir, {1}), RealSet(other, {0})], val_fraction=0.0)
+    boxes = sorted(line.split(maxsplit=1)[1] for p in (tmp_path / "d").rglob("labels/*.txt") for line in p.read_text().splitlines())
+    assert boxes == ["0.400000 0.400000 0.200000 0.200000"] + ["0.500000 0.500000 0.300000 0.400000"] * 3

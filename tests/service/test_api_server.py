@@ -23,7 +23,7 @@ from api_helpers import comparable, free_port, wait_finished, wait_ready
 
 QUEUE = 3  # 1 worker + 3 waiting: 16 simultaneous uploads must meet a full pool
 JOB_TTL_S = 1.0
-UPLOAD_TIMEOUT_S = 2.0
+UPLOAD_TIMEOUT_S = 8.0  # long enough for 4 x 32 MiB on a busy 2-core runner, short enough to wait out
 MiB = 1 << 20
 
 

@@ -224,6 +224,16 @@ class MotionConfig(StrictModel):
     max_cover: float = Field(
         0.25, gt=0.0, le=1.0, description="If more of the frame than this changed (light, exposure), propose nothing."
     )
+    max_moving: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="If more of the frame than this changed by at least min_diff (a camera carried, panned or "
+        "refocused), propose nothing and restart the background from this frame.",
+    )
+    settle_frames: int = Field(
+        2, ge=0, description="Kept frames without proposals after the camera moved, while the new background settles."
+    )
     max_boxes: int = Field(4, ge=1, description="Most proposals per frame, strongest first.")
     conf: float = Field(0.1, gt=0.0, le=1.0, description="Confidence given to the strongest proposals (below real detections).")
 

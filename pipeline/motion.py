@@ -4,7 +4,9 @@ A young plume is small, faint and easy for a detector to miss, but it is also ne
 there a few frames ago and it keeps growing. On a fixed camera, comparing each frame with a slowly
 updated background finds such changes cheaply (a few milliseconds at 320 px). They join the
 detector's boxes as extra candidates at a low confidence; most are clouds, shadows or birds, and
-rejecting those is exactly the verifier's job. Off by default: a moving camera changes everywhere.
+rejecting those is exactly the verifier's job. Off by default: a moving camera changes everywhere
+(frames where most of the picture changed propose nothing, so a carried or panning camera is not
+a stream of false candidates).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class MotionProposer:
         self.config = config
         self._background: np.ndarray | None = None
         self._size: tuple[int, int] | None = None
+        self._settling = 0  # kept frames left before proposing again after the camera moved
 
     def propose(self, image: np.ndarray) -> list[Detection]:
         cfg = self.config
@@ -35,7 +38,17 @@ class MotionProposer:
             self._background, self._size = gray, size
             return []
         diff = np.abs(gray - self._background)
+        if (diff >= cfg.min_diff).mean() > cfg.max_moving:
+            # The camera itself moved: everything differs from the background, and the few spots
+            # that stand out from that are texture, not news. Start over from this view, and wait
+            # for it to hold still (a walking camera differs less from one frame ago than from
+            # a settled background, so one still-looking frame is not enough).
+            self._background, self._settling = gray, cfg.settle_frames
+            return []
         cv2.accumulateWeighted(gray, self._background, cfg.alpha)
+        if self._settling:
+            self._settling -= 1
+            return []
         level = max(cfg.min_diff, float(diff.mean() + cfg.sigmas * diff.std()))
         mask = (diff >= level).astype(np.uint8)
         if mask.mean() > cfg.max_cover:  # the whole picture changed: light, exposure, a moving camera

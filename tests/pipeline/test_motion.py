@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 
 from pipeline.config import MotionConfig
@@ -40,3 +41,32 @@ def test_merge_keeps_detector_boxes_and_new_proposals_only():
     props = [Detection(Box(12, 12, 48, 48), 0.1), Detection(Box(100, 100, 120, 130), 0.1)]
     merged = merge(det, props)
     assert merged[0] is det[0] and len(merged) == 2 and merged[1].box.x1 == 100
+
+
+def test_a_carried_camera_proposes_nothing_until_it_stands_still():
+    """A handheld or panning view differs from its background everywhere; the spots that stand out
+    from that are texture, and proposing them sent the verifier false candidates on real footage."""
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 255, (60, 180, 3)).astype(np.uint8)  # foliage-like blotches, 4 px across
+    scene = cv2.resize(coarse, (720, 240), interpolation=cv2.INTER_CUBIC)
+
+    def view(x: int) -> np.ndarray:
+        return np.ascontiguousarray(scene[:, x : x + 320])
+
+    def walk(config: MotionConfig) -> list[int]:
+        proposer = MotionProposer(config)
+        return [len(proposer.propose(view(x))) for x in range(0, 240, 12)]
+
+    assert sum(walk(MotionConfig(enabled=True, max_moving=1.0))) > 0, "without the check, texture is proposed"
+    assert sum(walk(MotionConfig(enabled=True))) == 0
+
+    proposer = MotionProposer(MotionConfig(enabled=True))
+    for x in range(0, 240, 12):
+        proposer.propose(view(x))
+    still = view(240)
+    for _ in range(4):
+        assert proposer.propose(still) == []
+    plume = still.copy()
+    plume[100:130, 150:170] = 255
+    found = proposer.propose(plume)
+    assert found and found[0].box.intersection(Box(150, 100, 170, 130)) > 0, "standing still again, news is proposed"

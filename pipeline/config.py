@@ -80,6 +80,11 @@ class DetectorConfig(StrictModel):
         "In a bundle this is set by the bundle; null builds an untrained model from `arch`.",
     )
     imgsz: int = Field(640, ge=32, description="Detector input side in pixels (a multiple of 32).")
+    rect: bool = Field(
+        True,
+        description="Letterbox to the smallest multiple of 32 that holds the frame at `imgsz` (as ultralytics "
+        "predicts) instead of an imgsz x imgsz square: a 16:9 frame costs about 40 % less to detect on.",
+    )
     conf: float = Field(
         0.05, ge=0.0, le=1.0, description="Lowest box confidence kept; low, since the verifier filters."
     )

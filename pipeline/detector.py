@@ -80,21 +80,35 @@ class Detector:
             [(v.pad_x, v.pad_y, v.scale, v.x0, v.y0, images[v.frame].shape[1], images[v.frame].shape[0], v.frame) for v in prepared.views],
             dtype=torch.float32,
         ).to(self.device, non_blocking=True)
-        raw = self._forward(self._batch(prepared.canvases))
-        return self._postprocess(raw, geometry, len(images))
+        return self._postprocess(self._raw(prepared), geometry, len(images))
 
     def prepare(self, images: Sequence[np.ndarray]) -> "Prepared":
         """The CPU half of detection: tiles and letterbox. Holds no state, so it may run on another thread."""
-        size = self.config.imgsz
+        size, rect = self.config.imgsz, self.config.rect
         views: list[_View] = []
         canvases = []
         for i, image in enumerate(images):
             h, w = image.shape[:2]
             for x0, y0, x1, y1 in tile_rects(w, h, self.config.tiles):
-                canvas, scale, pad_x, pad_y = letterbox(image[y0:y1, x0:x1], size)
+                canvas, scale, pad_x, pad_y = letterbox(image[y0:y1, x0:x1], size, rect)
                 canvases.append(canvas)
                 views.append(_View(i, x0, y0, scale, pad_x, pad_y))
-        return Prepared(views, np.ascontiguousarray(np.stack(canvases).transpose(0, 3, 1, 2)))
+        return Prepared(views, [np.ascontiguousarray(c.transpose(2, 0, 1)) for c in canvases])
+
+    def _raw(self, prepared: "Prepared") -> torch.Tensor:
+        """Network outputs of every view, in view order. Views with canvases of one shape go
+        through the network together; shapes are never padded to match, so a frame's boxes do not
+        depend on what shares its batch (a whole frame beside its tiles, streams of other sizes)."""
+        groups = prepared.groups()
+        if len(groups) == 1:
+            return self._forward(self._batch(groups[0][1]))
+        outputs = [(indices, self._forward(self._batch(stacked))) for indices, stacked in groups]
+        if not self.end2end:  # (G, 4 + nc, anchors): fewer anchors on smaller canvases, padded with empty ones
+            anchors = max(out.shape[-1] for _, out in outputs)
+            outputs = [(i, torch.nn.functional.pad(out, (0, anchors - out.shape[-1]))) for i, out in outputs]
+        order = torch.tensor([i for indices, _ in outputs for i in indices], device=self.device)
+        raw = torch.cat([out for _, out in outputs])
+        return torch.empty_like(raw).index_copy_(0, order, raw)
 
     def _batch(self, canvases: np.ndarray) -> torch.Tensor:
         batch = torch.from_numpy(canvases).to(self.device, non_blocking=True)
@@ -155,10 +169,17 @@ class Detector:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Letterboxed detector inputs of a list of images: (V, 3, S, S) uint8 canvases and their views."""
+    """Letterboxed detector inputs of a list of images: one (3, H, W) uint8 canvas per view."""
 
     views: list[_View]
-    canvases: np.ndarray
+    canvases: list[np.ndarray]
+
+    def groups(self) -> list[tuple[list[int], np.ndarray]]:
+        """The views by canvas shape: (view indices, their canvases stacked as (G, 3, H, W))."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, canvas in enumerate(self.canvases):
+            by_shape.setdefault(canvas.shape, []).append(i)
+        return [(indices, np.stack([self.canvases[i] for i in indices])) for indices in by_shape.values()]
 
     @staticmethod
     def concat(parts: Sequence["Prepared"]) -> "Prepared":
@@ -169,19 +190,24 @@ class Prepared:
         for part in parts:
             views.extend(replace(v, frame=v.frame + offset) for v in part.views)
             offset += max((v.frame for v in part.views), default=-1) + 1
-        return Prepared(views, np.concatenate([p.canvases for p in parts]))
+        return Prepared(views, [c for p in parts for c in p.canvases])
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
-    """Fit an image into a size x size canvas keeping its aspect; returns canvas, scale and padding."""
+def letterbox(image: np.ndarray, size: int, rect: bool = False) -> tuple[np.ndarray, float, int, int]:
+    """Fit an image into a size x size canvas keeping its aspect; returns canvas, scale and padding.
+
+    With `rect` the canvas keeps only as much padding as the network's stride of 32 needs (a
+    1920x1080 frame at 384 gives 384x224, not 384x384): the same scale, fewer pixels to run.
+    """
     h, w = image.shape[:2]
     scale = min(size / w, size / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     if (nw, nh) != (w, h):
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         image = cv2.resize(image, (nw, nh), interpolation=interp)
-    pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
-    canvas = np.full((size, size, 3), LETTERBOX_FILL, dtype=np.uint8)
+    cw, ch = (-(-nw // 32) * 32, -(-nh // 32) * 32) if rect else (size, size)
+    pad_x, pad_y = (cw - nw) // 2, (ch - nh) // 2
+    canvas = np.full((ch, cw, 3), LETTERBOX_FILL, dtype=np.uint8)
     canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = image
     return canvas, scale, pad_x, pad_y
 

@@ -8,14 +8,20 @@ from pipeline.models import build_detector_network, fuse_for_inference, smoke_cl
 from pipeline.errors import ConfigError
 
 
+@pytest.mark.parametrize("rect", [False, True])
 @pytest.mark.parametrize("shape", [(480, 640), (853, 1280), (100, 60)])
-def test_letterbox_and_back_recover_source_pixels(shape):
+def test_letterbox_and_back_recover_source_pixels(shape, rect):
     h, w = shape
     image = np.zeros((h, w, 3), np.uint8)
     x1, y1, x2, y2 = w // 4, h // 3, w // 4 + w // 5, h // 3 + h // 6
     image[y1:y2, x1:x2] = 255
-    canvas, scale, pad_x, pad_y = letterbox(image, 320)
-    assert canvas.shape == (320, 320, 3)
+    canvas, scale, pad_x, pad_y = letterbox(image, 320, rect)
+    if rect:  # the long side fills the size, the short one is padded to the next multiple of 32
+        long_side = 1 if w >= h else 0
+        assert canvas.shape[long_side] == 320 and canvas.shape[1 - long_side] % 32 == 0
+        assert canvas.shape[1 - long_side] - round(min(h, w) * scale) < 32
+    else:
+        assert canvas.shape == (320, 320, 3)
     ys, xs = np.nonzero(canvas[..., 0] > 128)
     found = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
     back = _View(0, 0, 0, scale, pad_x, pad_y).to_source(found)[0].tolist()

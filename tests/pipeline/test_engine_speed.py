@@ -123,7 +123,7 @@ def test_process_many_batches_streams_through_the_detector(bundle, clip_path, ma
 def per_frame_reference(detector: Detector, images: list[np.ndarray]) -> list[list[tuple]]:
     """The post-processing as it was written first: one view, then one frame at a time."""
     prepared = detector.prepare(images)
-    raw = detector._forward(detector._batch(prepared.canvases))
+    raw = detector._raw(prepared)
     merged = [[] for _ in images]
     for view, pred in zip(prepared.views, raw):
         scores = pred[4 + detector.class_index]
@@ -181,7 +181,7 @@ def test_prepared_parts_concatenate_like_one_list():
     whole = detector.prepare(images)
     parts = Prepared.concat([detector.prepare(images[:1]), detector.prepare(images[1:])])
     assert parts.views == whole.views
-    assert np.array_equal(parts.canvases, whole.canvases)
+    assert all(np.array_equal(a, b) for a, b in zip(parts.canvases, whole.canvases, strict=True))
     assert detector.detect(images, parts) == detector.detect(images)
 
 

@@ -26,12 +26,13 @@ def _bounded(kind: type, low: float, inclusive: bool, what: str) -> Callable[[st
 positive_int = _bounded(int, 1, True, "a positive integer")
 non_negative_int = _bounded(int, 0, True, "zero or a positive integer")
 positive_float = _bounded(float, 0.0, False, "a positive number")
-non_negative_float = _bounded(float, 0.0, True, "a number")
+non_negative_float = _bounded(float, 0.0, True, "zero or a positive number")
+_unit_interval_low = _bounded(float, 0.0, True, "in [0, 1]")
 
 
 def probability(text: str) -> float:
     """A threshold in [0, 1] (0 alerts on anything: useful to test a camera's wiring)."""
-    value = non_negative_float(text)
+    value = _unit_interval_low(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
     return value

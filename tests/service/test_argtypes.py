@@ -13,6 +13,7 @@ import pytest
         (["synth", "out", "--fps", "-2"], "-2 is not a positive number"),
         (["train", "verifier", "--data", "d", "--epochs", "zero"], "'zero' is not an integer"),
         (["evaluate", "d", "--vote-threshold", "1.5"], "1.5 is not in [0, 1]"),
+        (["evaluate", "d", "--vote-threshold", "-1"], "-1 is not in [0, 1]"),
         (["serve", "--port", "70000"], "70000 is not a TCP port"),
         (["monitor", "x.mp4", "--interval", "0"], "0 is not a positive number"),
     ],

@@ -4,7 +4,7 @@ import torch
 
 from pipeline.bundle import ModelBundle
 from pipeline.config import PipelineConfig
-from training.recipe import RealSet, _stage_done, _synth, default_config
+from training.recipe import RealSet, _default_architecture, _stage_done, _synth, default_config
 
 
 def test_a_finished_stage_is_reused_only_with_the_same_settings(tmp_path, tiny_config):
@@ -42,3 +42,17 @@ def test_default_config_and_real_set_parsing(tmp_path):
     parsed = RealSet.parse(f"{tmp_path}:1,2")
     assert parsed.path == tmp_path and parsed.smoke_classes == {1, 2}
     assert RealSet.parse(str(tmp_path)).smoke_classes == {0}
+
+
+def test_a_detector_stage_from_an_older_default_gets_todays_backbone_and_heads():
+    """`train default` resumes from a saved detector stage; when the default backbone has changed
+    since, the backbone and heads must be today's, built for its feature size, not the saved ones."""
+    old = ModelBundle.create(default_config().with_overrides({"extractor.backbone": "resnet18"}), name="old")
+    old.metadata.provenance["detector"] = {"arch": "yolov8n.yaml", "seed": 0}
+    fresh = _default_architecture(old)
+    assert fresh.detector is old.detector and fresh.detector_names == old.detector_names
+    assert fresh.metadata.provenance["detector"] == {"arch": "yolov8n.yaml", "seed": 0}
+    assert fresh.config.extractor == default_config().extractor
+    features = fresh.backbone.eval()(torch.zeros(1, 3, 64, 64)).flatten(1)
+    assert features.shape[1] == fresh.feature_dim != old.feature_dim
+    assert all(head(torch.zeros(1, 2, fresh.feature_dim)).shape[0] == 1 for head in fresh.heads.values())

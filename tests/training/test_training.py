@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.bundle import ModelBundle
@@ -119,3 +120,18 @@ def test_each_real_set_keeps_its_own_smoke_classes(real_dir, tmp_path):
     build_detector_dataset(tmp_path / "d", [], [RealSet(real_dir, {1}), RealSet(other, {0})], val_fraction=0.0)
     boxes = sorted(line.split(maxsplit=1)[1] for p in (tmp_path / "d").rglob("labels/*.txt") for line in p.read_text().splitlines())
     assert boxes == ["0.400000 0.400000 0.200000 0.200000"] + ["0.500000 0.500000 0.300000 0.400000"] * 3
+
+
+def test_batch_norm_statistics_are_those_of_the_training_crops_after_each_epoch():
+    """MobileNetV3's BatchNorm momentum is 0.01: without recalibration its running statistics stay
+    near their initial values after a short CPU training, and the shipped network says "no smoke"
+    to everything. After recalibration they are the plain mean and variance of the crops."""
+    from training.backbone import _recalibrate_batch_norm
+
+    norm = torch.nn.BatchNorm2d(3, momentum=0.01)
+    model = torch.nn.Sequential(norm, torch.nn.Flatten(1))
+    data = torch.randn(96, 3, 4, 4) * 2.0 + 5.0
+    _recalibrate_batch_norm(model, lambda idx, augment: data[torch.as_tensor(idx)], np.arange(96), batch_size=32)
+    assert norm.running_mean == pytest.approx(data.mean(dim=(0, 2, 3)), abs=1e-4)
+    assert norm.running_var == pytest.approx(data.var(dim=(0, 2, 3)), rel=0.05)
+    assert norm.momentum == 0.01 and not model.training

@@ -213,8 +213,11 @@ def _recalibrate_batch_norm(model: nn.Module, batch_tensor, indices: np.ndarray,
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the batches below
     model.train()
-    for i in range(0, len(indices), batch_size):
-        model(batch_tensor(indices[i : i + batch_size], False))
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if len(chunks) > 1 and len(chunks[-1]) == 1:  # BatchNorm refuses a batch of one after pooling
+        chunks[-2:] = [np.concatenate(chunks[-2:])]
+    for chunk in chunks:
+        model(batch_tensor(chunk, False))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.eval()

@@ -10,13 +10,13 @@ import argparse
 from collections.abc import Callable
 
 
-def _bounded(kind: type, low: float, inclusive: bool, what: str) -> Callable[[str], int | float]:
+def _bounded(kind: type, low: float, inclusive: bool, what: str, high: float | None = None) -> Callable[[str], int | float]:
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
-        if value < low or (not inclusive and value == low):
+        if value < low or (not inclusive and value == low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
 
@@ -27,15 +27,8 @@ positive_int = _bounded(int, 1, True, "a positive integer")
 non_negative_int = _bounded(int, 0, True, "zero or a positive integer")
 positive_float = _bounded(float, 0.0, False, "a positive number")
 non_negative_float = _bounded(float, 0.0, True, "zero or a positive number")
-_unit_interval_low = _bounded(float, 0.0, True, "in [0, 1]")
-
-
-def probability(text: str) -> float:
-    """A threshold in [0, 1] (0 alerts on anything: useful to test a camera's wiring)."""
-    value = _unit_interval_low(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return value
+# A threshold in [0, 1] (0 alerts on anything: useful to test a camera's wiring).
+probability = _bounded(float, 0.0, True, "in [0, 1]", high=1.0)
 
 
 def port(text: str) -> int:

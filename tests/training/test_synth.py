@@ -18,9 +18,10 @@ def test_same_seed_same_clip_other_seed_other_clip():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("style", ["classic", "lookout"])
 @pytest.mark.parametrize("index", range(6))
-def test_boxes_cover_the_smoke_that_is_drawn(index):
-    plan = plan_clip(11, index, SIZE, frames=16, kind="smoke")
+def test_boxes_cover_the_smoke_that_is_drawn(index, style):
+    plan = plan_clip(11, index, SIZE, frames=16, kind="smoke", style=style)
     with_smoke = ClipRenderer(plan, with_smoke=True)
     without = ClipRenderer(plan, with_smoke=False)
     labelled = 0
@@ -33,7 +34,9 @@ def test_boxes_cover_the_smoke_that_is_drawn(index):
         for x1, y1, x2, y2 in boxes:
             assert 0 <= x1 < x2 <= SIZE[0] and 0 <= y1 < y2 <= SIZE[1]
             inside = diff[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))]
-            assert inside.max() >= VISIBLE_CONTRAST * 255 * 0.8, "a labelled box must hold visible smoke"
+            # the camera's blur spreads a speck of a few pixels, so its peak drops further
+            speck = min(x2 - x1, y2 - y1) < 3
+            assert inside.max() >= VISIBLE_CONTRAST * 255 * (0.6 if speck else 0.8), "a labelled box must hold visible smoke"
             outside[max(0, int(y1) - 3) : int(y2) + 4, max(0, int(x1) - 3) : int(x2) + 4] = False
         # outside the boxes the smoke is below the visibility threshold (or absent)
         assert diff[outside].max(initial=0) <= VISIBLE_CONTRAST * 255 + 2
@@ -74,3 +77,32 @@ def test_parallel_workers_write_the_same_dataset(tmp_path):
         a = sorted(p.read_text() for p in (tmp_path / "a" / "labels" / name).glob("*.txt"))
         b = sorted(p.read_text() for p in (tmp_path / "b" / "labels" / name).glob("*.txt"))
         assert a == b
+
+
+def test_lookout_lens_hides_smoke_outside_its_circle_and_labels_none_there():
+    """Fisheye lookout cameras see a disc: smoke outside it is not in the picture, so no label may
+    claim it. Plan 1 of seed 11 has a lens (radius 0.52 of the width: the corners are cut) and a plume."""
+    plan = plan_clip(11, 1, SIZE, frames=16, kind="smoke", style="lookout")
+    assert plan.camera.lens > 0 and plan.describe()["style"] == "lookout"
+    W, H = SIZE
+    yy, xx = np.mgrid[0:H, 0:W]
+    outside = np.hypot(xx - W / 2, yy - H / 2) > plan.camera.lens * W + 1
+    with_smoke, without = ClipRenderer(plan), ClipRenderer(plan, with_smoke=False)
+    for t in range(plan.frames):
+        image, boxes = with_smoke.render(t)
+        assert image[outside].mean() < 8, "the border of the image circle is black"
+        assert np.array_equal(image[outside], without.render(t)[0][outside]), "no smoke shows outside the circle"
+        for x1, y1, x2, y2 in boxes:
+            cx, cy = np.clip(W / 2, x1, x2), np.clip(H / 2, y1, y2)  # the box point nearest the centre
+            assert np.hypot(cx - W / 2, cy - H / 2) <= plan.camera.lens * W, "a box lies inside the circle"
+
+
+def test_lookout_style_is_deterministic_and_unknown_styles_are_refused(tmp_path):
+    a = ClipRenderer(plan_clip(3, 1, SIZE, frames=6, style="lookout")).render(5)[0]
+    b = ClipRenderer(plan_clip(3, 1, SIZE, frames=6, style="lookout")).render(5)[0]
+    classic = ClipRenderer(plan_clip(3, 1, SIZE, frames=6)).render(5)[0]
+    assert np.array_equal(a, b) and not np.array_equal(a, classic)
+    with pytest.raises(ValueError, match="unknown synthetic style 'drone'"):
+        plan_clip(3, 1, SIZE, style="drone")
+    write_dataset(SynthRequest(tmp_path / "l", clips=1, seed=3, size=SIZE, frames=4, workers=1, style="lookout"), progress=False)
+    assert '"style": "lookout"' in (tmp_path / "l" / "plans.jsonl").read_text()

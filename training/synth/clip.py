@@ -20,6 +20,7 @@ from .plume import Plume
 
 SIZES = [(640, 360), (640, 480), (768, 432), (800, 450), (960, 540), (1024, 576), (800, 600)]
 KINDS = ("smoke", "smoke+negatives", "negatives")
+STYLES = ("classic", "lookout")
 KIND_WEIGHTS = (0.3, 0.2, 0.5)  # half the clips hold smoke, half are hard negatives
 VISIBLE_CONTRAST = 0.06  # opacity x colour difference a person would call visible smoke (~11 grey levels)
 MIN_BOX_SIDE = 1
@@ -28,7 +29,9 @@ MIN_VISIBLE_PIXELS = 1  # label every visible pixel: a box never hides smoke fro
 
 @dataclass
 class Camera:
-    """Per-clip camera character: shake, sensor noise, softness, vignetting, a caption banner."""
+    """Per-clip camera character: shake, sensor noise, softness, vignetting, a caption banner, and
+    for lookout cameras a fisheye lens circle, captions printed over the picture and a pixelated
+    privacy block."""
 
     shake: float
     noise: float
@@ -37,15 +40,18 @@ class Camera:
     banner: bool
     offsets: np.ndarray  # (frames, 2) shake offsets in pixels
     crf: int
+    lens: float = 0.0  # radius of the fisheye image circle as a fraction of the frame width; 0 = none
+    overlay: bool = False  # caption printed over the sky, no black bar
+    privacy: tuple[float, float, float, float] | None = None  # pixelated block (x, y, w, h) as fractions
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, frames: int) -> "Camera":
+    def sample(cls, rng: np.random.Generator, frames: int, lookout: bool = False) -> "Camera":
         shake = float(rng.choice([0.0, rng.uniform(0.2, 1.0), rng.uniform(1.0, 2.5)], p=[0.3, 0.5, 0.2]))
         steps = rng.normal(0, 1, (frames, 2))
         walk = np.cumsum(steps, axis=0) * 0.3 + steps * 0.7
         walk -= walk.mean(axis=0)
         scale = np.abs(walk).max() or 1.0
-        return cls(
+        camera = cls(
             shake=shake,
             noise=float(rng.uniform(0.8, 5.0)),
             blur=float(rng.uniform(0.0, 0.9)),
@@ -54,6 +60,14 @@ class Camera:
             offsets=(walk / scale * shake).astype(np.float32),
             crf=int(rng.integers(20, 34)),
         )
+        if lookout:  # drawn after the classic draws, so classic clips stay what they were
+            camera.lens = float(rng.uniform(0.5, 0.62)) if rng.random() < 0.6 else 0.0
+            camera.overlay = bool(rng.random() < 0.6)
+            camera.banner = camera.banner and not camera.overlay
+            if rng.random() < 0.2:
+                w, h = rng.uniform(0.1, 0.3), rng.uniform(0.08, 0.2)
+                camera.privacy = (float(rng.uniform(0.05, 0.95 - w)), float(rng.uniform(0.7, 0.98 - h)), float(w), float(h))
+        return camera
 
 
 @dataclass
@@ -73,6 +87,7 @@ class ClipPlan:
     camera: Camera
     caption: str = ""
     effect_names: list[str] = field(default_factory=list)
+    style: str = "classic"
 
     @property
     def label(self) -> str:
@@ -83,6 +98,7 @@ class ClipPlan:
             "index": self.index,
             "seed": self.seed,
             "size": [self.width, self.height],
+            "style": self.style,
             "frames": self.frames,
             "fps": self.fps,
             "kind": self.kind,
@@ -98,7 +114,8 @@ class ClipPlan:
                 }
                 for p in self.plumes
             ],
-            "camera": {"shake": round(self.camera.shake, 2), "noise": round(self.camera.noise, 2), "crf": self.camera.crf},
+            "camera": {"shake": round(self.camera.shake, 2), "noise": round(self.camera.noise, 2), "crf": self.camera.crf,
+                       "lens": round(self.camera.lens, 3)},
         }
 
 
@@ -109,11 +126,17 @@ def plan_clip(
     frames: int = 48,
     fps: float = 8.0,
     kind: str | None = None,
+    style: str = "classic",
 ) -> ClipPlan:
+    """`style` "lookout" draws summit-camera scenes (see `build_landscape`) with fisheye lenses,
+    and plumes sheared by wind and paled by distance, as lookout networks see them."""
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style '{style}'; choose from {', '.join(STYLES)}")
+    lookout = style == "lookout"
     rng = np.random.default_rng([seed, index])
     width, height = size or SIZES[int(rng.integers(len(SIZES)))]
     kind = kind or str(rng.choice(KINDS, p=KIND_WEIGHTS))
-    scene = build_landscape(height, width, rng)
+    scene = build_landscape(height, width, rng, lookout)
 
     plumes = []
     if kind.startswith("smoke"):
@@ -122,7 +145,15 @@ def plan_clip(
             x = float(rng.uniform(0.08, 0.92) * width)
             y = scene.ground_y(int(x), layer) + float(rng.uniform(0.0, 0.04) * height)
             start = int(rng.integers(0, max(1, frames // 2)))
-            plumes.append(Plume.sample(rng, x, min(y, height - 2), layer, height, frames, start))
+            plume = Plume.sample(rng, x, min(y, height - 2), layer, height, frames, start)
+            if lookout:
+                if rng.random() < 0.5:  # wind shear: the column bends over and streams sideways
+                    plume.lean *= float(rng.uniform(1.5, 2.8))
+                # aerial perspective: a plume over a far ridge takes on the haze colour like the ridge
+                depth = 1.0 - layer / max(len(scene.profiles) - 1, 1)
+                mix = 0.5 * depth * float(rng.uniform(0.2, 1.0))
+                plume.colour = tuple(float(c) for c in np.asarray(plume.colour) * (1 - mix) + scene.haze_colour * mix)
+            plumes.append(plume)
 
     names = list(EFFECT_WEIGHTS)
     weights = np.array([EFFECT_WEIGHTS[n] for n in names])
@@ -134,9 +165,10 @@ def plan_clip(
         count = int(rng.random() < 0.3)
     chosen = list(rng.choice(names, size=min(count, len(names)), replace=False, p=weights / weights.sum())) if count else []
     effects = [EFFECT_SAMPLERS[name](rng, scene, frames) for name in chosen]
-    camera = Camera.sample(rng, frames)
+    camera = Camera.sample(rng, frames, lookout)
     caption = f"CAM {int(rng.integers(1, 99)):02d}  {int(rng.integers(2015, 2026))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
-    return ClipPlan(index, seed, width, height, frames, fps, kind, scene, plumes, effects, camera, caption, [str(c) for c in chosen])
+    return ClipPlan(index, seed, width, height, frames, fps, kind, scene, plumes, effects, camera, caption,
+                    [str(c) for c in chosen], style)
 
 
 class ClipRenderer:
@@ -157,6 +189,20 @@ class ClipRenderer:
         yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
         r = np.hypot((xx - W / 2) / (W / 2), (yy - H / 2) / (H / 2)) / np.sqrt(2)
         self.vignette = (1 - plan.camera.vignette * r**2)[..., None].astype(np.float32)
+        # the fisheye image circle is fixed to the camera: the scene shakes, the black border does not
+        self.lens = None
+        if plan.camera.lens:
+            radius = plan.camera.lens * W
+            d = np.hypot(xx - W / 2, yy - H / 2)
+            edge = np.clip((radius - d) / max(1.5, 0.012 * W), 0, 1) * (1 - 0.45 * np.clip(d / radius, 0, 1) ** 6)
+            self.lens = edge.astype(np.float32)
+        # what of the picture can show smoke: the image circle, less a privacy mosaic (it smears
+        # smoke below visibility, so nothing in it is labelled)
+        self.seen = None if self.lens is None and plan.camera.privacy is None else (
+            self.lens.copy() if self.lens is not None else np.ones((H, W), np.float32))
+        if plan.camera.privacy is not None:
+            px, py, pw, ph = self._privacy_block()
+            self.seen[py : py + ph, px : px + pw] = 0.0
         self.stages = {stage: [e for e in plan.effects if e.stage == stage] for stage in ("sky", "mid", "front", "global")}
         # Without effects in the sky, sky and far ridges never change: composite them once.
         self.static_far = None if self.stages["sky"] else plan.scene.sky * self.far_keep + self.far_rgb
@@ -193,6 +239,8 @@ class ClipRenderer:
                 region *= 1 - alpha[..., None]
                 region += alpha[..., None] * rgb
                 visible = alpha * contrast * (1 - self.near_alpha[y1:y2, x1:x2])
+                if self.seen is not None:
+                    visible = visible * self._seen_over(x1, y1, x2, y2, t)
                 ys, xs = np.nonzero(visible >= VISIBLE_CONTRAST)
                 if len(xs) >= MIN_VISIBLE_PIXELS and xs.max() - xs.min() + 1 >= MIN_BOX_SIDE and ys.max() - ys.min() + 1 >= MIN_BOX_SIDE:
                     boxes.append((float(x1 + xs.min()), float(y1 + ys.min()), float(x1 + xs.max() + 1), float(y1 + ys.max() + 1)))
@@ -211,6 +259,8 @@ class ClipRenderer:
             matrix = np.float32([[1, 0, dx], [0, 1, dy]])
             canvas = cv2.warpAffine(canvas, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             boxes = [(max(0.0, a + dx), max(0.0, b + dy), min(W, c + dx), min(H, d + dy)) for a, b, c, d in boxes]
+        if self.lens is not None:
+            canvas *= self.lens[..., None]
         if cam.blur > 0.3:
             canvas = cv2.GaussianBlur(canvas, (0, 0), cam.blur)
         # sensor noise, seeded per frame so it is the same with or without smoke
@@ -225,4 +275,27 @@ class ClipRenderer:
             cv2.putText(image, f"{plan.caption}  {t:04d}", (4, bar - 3), cv2.FONT_HERSHEY_SIMPLEX, bar / 30, (255, 255, 255), 1, cv2.LINE_AA)
             boxes = [b for b in boxes if b[3] > bar]
             boxes = [(a, max(b, float(bar)), c, d) for a, b, c, d in boxes]
+        if cam.privacy is not None:  # mosaic over a house or a road, as public camera feeds do
+            px, py, pw, ph = self._privacy_block()
+            block = image[py : py + ph, px : px + pw]
+            if block.size:
+                cell = max(4, W // 60)
+                small = cv2.resize(block, (max(1, block.shape[1] // cell), max(1, block.shape[0] // cell)), interpolation=cv2.INTER_AREA)
+                image[py : py + ph, px : px + pw] = cv2.resize(small, (block.shape[1], block.shape[0]), interpolation=cv2.INTER_NEAREST)
+        if cam.overlay:
+            size = max(0.3, H / 1400)
+            cv2.putText(image, f"{plan.caption}  {t:04d}  http://lookout.example", (4, max(10, int(28 * size))),
+                        cv2.FONT_HERSHEY_SIMPLEX, size, (235, 235, 120), 1, cv2.LINE_AA)
         return image, boxes
+
+    def _privacy_block(self) -> tuple[int, int, int, int]:
+        return tuple(int(f * s) for f, s in zip(self.plan.camera.privacy, (self.plan.width, self.plan.height) * 2))
+
+    def _seen_over(self, x1: int, y1: int, x2: int, y2: int, t: int) -> np.ndarray:
+        """How much of a scene region the camera shows at frame t: the scene shakes under the fixed
+        lens and mosaic, so the region is looked up where the shake moves it."""
+        dx, dy = (float(v) for v in self.plan.camera.offsets[t])
+        H, W = self.seen.shape
+        sy = np.clip(np.round(np.arange(y1, y2) + dy).astype(int), 0, H - 1)
+        sx = np.clip(np.round(np.arange(x1, x2) + dx).astype(int), 0, W - 1)
+        return self.seen[sy[:, None], sx[None, :]]

@@ -40,6 +40,7 @@ class SynthRequest:
     fps: float = 8.0
     workers: int = 2
     kind: str | None = None  # force one kind ("smoke", "smoke+negatives", "negatives")
+    style: str = "classic"  # "lookout": summit cameras, fisheye lenses, wind-sheared hazy plumes
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def clip_name(index: int) -> str:
 
 
 def render_clip_to_disk(request: SynthRequest, index: int) -> ClipRecord:
-    plan = plan_clip(request.seed, index, request.size, request.frames, request.fps, request.kind)
+    plan = plan_clip(request.seed, index, request.size, request.frames, request.fps, request.kind, request.style)
     name = clip_name(index)
     video_path = request.out / "clips" / f"{name}.mp4"
     label_dir = request.out / "labels" / name

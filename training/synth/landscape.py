@@ -52,11 +52,16 @@ def _lerp(a, b, t):
     return np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t
 
 
-def build_sky(height: int, width: int, rng: np.random.Generator, dusk: bool, horizon_y: float) -> tuple[np.ndarray, np.ndarray]:
+def build_sky(height: int, width: int, rng: np.random.Generator, dusk: bool, horizon_y: float,
+              glare: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """`glare` whitens the horizon: seen from a summit, the sky just above a distant horizon is
+    washed out to near white, and that is where lookout cameras see new plumes."""
     zenith = np.array(DUSK_ZENITH[rng.integers(len(DUSK_ZENITH))] if dusk else DAY_ZENITH[rng.integers(len(DAY_ZENITH))], np.float32)
     horizon = np.array(DUSK_HORIZON[rng.integers(len(DUSK_HORIZON))] if dusk else DAY_HORIZON[rng.integers(len(DAY_HORIZON))], np.float32)
     zenith += rng.normal(0, 8, 3)
     horizon += rng.normal(0, 6, 3)
+    if glare:
+        horizon = _lerp(horizon, (246, 246, 244), glare)
     ys = np.arange(height, dtype=np.float32)[:, None]
     t = np.clip(ys / max(horizon_y, 1.0), 0, 1) ** rng.uniform(0.6, 1.6)
     sky = zenith[None, None, :] * (1 - t[..., None]) + horizon[None, None, :] * t[..., None]
@@ -72,13 +77,16 @@ def build_sky(height: int, width: int, rng: np.random.Generator, dusk: bool, hor
     return sky, horizon
 
 
-def build_landscape(height: int, width: int, rng: np.random.Generator) -> Landscape:
-    dusk = rng.random() < 0.25
-    n_layers = int(rng.integers(2, 5))
-    horizon_y = height * rng.uniform(0.25, 0.6)
-    sky, horizon_colour = build_sky(height, width, rng, dusk, horizon_y)
+def build_landscape(height: int, width: int, rng: np.random.Generator, lookout: bool = False) -> Landscape:
+    """`lookout`: the view from a summit camera (HPWREN, ALERTWildfire): more, flatter distant
+    layers under a washed-out horizon, and a near slope of rock and scrub that fills the bottom of
+    the frame. Without it, the draws are those of every earlier version (same seed, same clips)."""
+    dusk = rng.random() < (0.1 if lookout else 0.25)
+    n_layers = int(rng.integers(3, 6) if lookout else rng.integers(2, 5))
+    horizon_y = height * (rng.uniform(0.32, 0.5) if lookout else rng.uniform(0.25, 0.6))
+    sky, horizon_colour = build_sky(height, width, rng, dusk, horizon_y, glare=float(rng.uniform(0.3, 0.75)) if lookout else 0.0)
     haze = horizon_colour * rng.uniform(0.9, 1.05)
-    near_base = height * rng.uniform(0.62, 0.9)
+    near_base = height * (rng.uniform(0.75, 0.95) if lookout else rng.uniform(0.62, 0.9))
     bases = np.linspace(horizon_y, near_base, n_layers)
     rugged = rng.uniform(0.3, 1.0)
 
@@ -88,6 +96,8 @@ def build_landscape(height: int, width: int, rng: np.random.Generator) -> Landsc
     for i, base in enumerate(bases):
         depth = 1.0 - i / max(n_layers - 1, 1)  # 1 = farthest
         amplitude = height * rng.uniform(0.03, 0.16) * rugged * (1.0 - 0.4 * depth)
+        if lookout:  # from above, distant ranges lie flat and the summit's own slope rises steeply
+            amplitude *= 1.8 if i == n_layers - 1 else 0.45
         profile = base - amplitude * (0.6 + 0.6 * noise_1d(width, rng, base_cells=rng.uniform(1.5, 5), octaves=6))
         profile = np.clip(profile, height * 0.1, height - 2)
         # anti-aliased coverage: 1 below the ridge line

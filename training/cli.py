@@ -31,7 +31,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise ConfigError("--clips must be >= 1, --frames >= 2 and --fps > 0")
     request = SynthRequest(
         out=Path(args.out), clips=args.clips, seed=args.seed, size=args.size, frames=args.frames,
-        fps=args.fps, workers=max(1, args.workers), kind=args.kind,
+        fps=args.fps, workers=max(1, args.workers), kind=args.kind, style=args.style,
     )
     records = write_dataset(request, progress=None if not args.quiet else False)
     smoke = sum(r.label == "smoke" for r in records)
@@ -49,6 +49,9 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=positive_int, default=48, help="frames per clip (default 48)")
     p.add_argument("--fps", type=positive_float, default=8.0, help="frame rate written into the videos (default 8)")
     p.add_argument("--kind", choices=["smoke", "smoke+negatives", "negatives"], help="only this kind of clip")
+    p.add_argument("--style", choices=["classic", "lookout"], default="classic",  # training.synth.clip.STYLES
+                   help="classic: cameras on ridges and towers; lookout: summit cameras with fisheye lenses, washed-out "
+                   "horizons and wind-sheared, distance-paled plumes (default classic)")
     p.add_argument("--workers", type=positive_int, default=2, help="parallel processes (default 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -124,6 +127,10 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         raise ConfigError("train detector needs --data DIR (one or more) and --out BUNDLE_DIR (or --eval DIR)")
     from training.recipe import train_detector_stage
 
+    if args.finetune and not args.model:
+        raise ConfigError("--finetune continues from a bundle's detector: name it with --model BUNDLE")
+    if args.finetune and args.arch:
+        raise ConfigError("--finetune keeps the bundle's detector architecture; drop --arch, or train from scratch without --finetune")
     bundle = _load_or_create(args.model)
     overrides = {k: v for k, v in {"detector.arch": args.arch, "detector.imgsz": args.imgsz}.items() if v}
     if overrides:
@@ -131,9 +138,10 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     manifests, real = _split_data(args.data)
     work = Path(args.work or Path(args.out).with_name(Path(args.out).name + "-work"))
     record = train_detector_stage(bundle, manifests, real, work, args.epochs, args.hours, args.seed,
-                                  frames_per_clip=args.frames_per_clip, max_real=args.max_real, progress=None if not args.quiet else False)
+                                  frames_per_clip=args.frames_per_clip, max_real=args.max_real,
+                                  progress=None if not args.quiet else False, finetune=args.finetune)
     bundle.save(args.out)
-    print(json.dumps({"bundle": str(args.out), "detector": record}, indent=2, default=str))
+    print(json.dumps({"bundle": str(args.out), "detector_finetune" if args.finetune else "detector": record}, indent=2, default=str))
     return 0
 
 
@@ -183,6 +191,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-real", type=positive_int, default=1200, help="most images taken from each real set (default 1200)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--work", metavar="DIR", help="work folder for the assembled dataset and runs (default: next to --out)")
+    p.add_argument("--finetune", action="store_true", help="continue from the --model bundle's detector weights instead of starting from scratch")
     p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of training")
     p.add_argument("--threshold", type=probability, default=0.25, help="operating confidence for image-level precision/recall (default 0.25)")
     p.add_argument("--device", help="device for --eval (default cpu)")
@@ -213,6 +222,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=positive_int, default=320, help="synthetic training clips (default 320)")
     p.add_argument("--detector-hours", type=positive_float, default=1.75, help="time limit of detector training (default 1.75)")
     p.add_argument("--detector-epochs", type=positive_int, default=12, help="detector epochs (default 12, fitted to the time limit)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=4,
+                   help="epochs of detector training continued on lookout-style clips beside the first data; 0 skips (default 4)")
+    p.add_argument("--finetune-hours", type=positive_float, default=0.7, help="time limit of that continued training (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -233,6 +245,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     recipe = DefaultRecipe(
         out=Path(args.out or DEFAULT_BUNDLE), work=Path(args.work), real=real, seed=args.seed,
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
+        finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )
     report = train_default(recipe, progress=None if not args.quiet else False)

@@ -144,8 +144,10 @@ def train_detector(
     workers: int = 2,
     patience: int = 30,
     resume_from: Path | None = None,
+    warmup_epochs: float = 3.0,
 ) -> DetectorTraining:
-    """Train with ultralytics from the architecture yaml (no pretrained weights exist here)."""
+    """Train with ultralytics from the architecture yaml (no pretrained weights exist here), or
+    onward from a checkpoint of our own (`resume_from`, see `save_start_checkpoint`)."""
     prepare_ultralytics()
     from ultralytics import YOLO
     from ultralytics.nn.tasks import load_checkpoint
@@ -163,13 +165,14 @@ def train_detector(
         deterministic=False,
         amp=False,
         plots=False,
-        pretrained=False,
+        pretrained=str(resume_from) if resume_from else False,  # False would drop the start weights
         project=str(project),
         name="detector",
         exist_ok=True,
         patience=patience,
         cache="ram",
         close_mosaic=max(1, min(10, epochs // 4)),
+        warmup_epochs=warmup_epochs,
         verbose=False,
     )
     if hours:
@@ -186,6 +189,20 @@ def train_detector(
     names = network.names if isinstance(network.names, dict) else dict(enumerate(network.names))
     metrics = _last_metrics(run_dir / "results.csv")
     return DetectorTraining(network.float().cpu(), {int(k): str(v) for k, v in names.items()}, run_dir, metrics, args)
+
+
+def save_start_checkpoint(network, names: dict[int, str], path: Path) -> Path:
+    """Write a trained detector as a checkpoint ultralytics starts training from (its weights, not
+    its optimiser state: a new run over new data, not a resumed one)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(network).float().cpu()
+    model.names = dict(names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model, "train_args": {"task": "detect"}}, path)
+    return path
 
 
 def _last_metrics(csv_path: Path) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from pipeline.models import fuse_for_inference, resolve_device, smoke_class_inde
 
 from .backbone import BackboneOptions, collect_crops, train_backbone
 from .datasets import RealSet, read_manifest, read_yolo_folder
-from .detector import build_detector_dataset, train_detector
+from .detector import build_detector_dataset, save_start_checkpoint, train_detector
 from .verifier import HeadTrainingOptions, train_heads
 
 CCBY_ATTRIBUTION = (
@@ -64,16 +65,25 @@ def train_detector_stage(
     max_real: int | None = 1200,
     batch: int = 16,
     progress: bool | None = None,
+    finetune: bool = False,
 ) -> dict:
+    """Train the bundle's detector: from its architecture, or with `finetune` onward from the
+    weights it holds (hours of CPU training are not thrown away when new footage arrives)."""
     cfg = bundle.config.detector
     dataset = build_detector_dataset(
         work / "detector-data", synth_dirs, real_sets,
         frames_per_clip=frames_per_clip, max_real=max_real, seed=seed, progress=progress,
     )
+    start_weights = None
+    if finetune:
+        start_weights = work / "start.pt"
+        save_start_checkpoint(bundle.detector, bundle.detector_names, start_weights)
     start = time.perf_counter()
-    result = train_detector(dataset, cfg.arch, cfg.imgsz, epochs, work / "runs", hours=hours, batch=batch, seed=seed)
+    result = train_detector(dataset, cfg.arch, cfg.imgsz, epochs, work / "runs", hours=hours, batch=batch, seed=seed,
+                            resume_from=start_weights, warmup_epochs=1.0 if finetune else 3.0)
     bundle.detector, bundle.detector_names = result.network, {0: "smoke"}
     record = {
+        "started_from": "the bundle's detector weights" if finetune else "random initialisation",
         "arch": cfg.arch,
         "imgsz": cfg.imgsz,
         "epochs_requested": epochs,
@@ -84,7 +94,7 @@ def train_detector_stage(
         "ultralytics_val_best": result.metrics,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    bundle.metadata.provenance["detector"] = record
+    bundle.metadata.provenance["detector_finetune" if finetune else "detector"] = record
     return record
 
 
@@ -186,6 +196,12 @@ class DefaultRecipe:
     test_seed: int = 2000
     detector_epochs: int = 12
     detector_hours: float | None = 1.75
+    # then onward on lookout-style clips (summit cameras, fisheye lenses, sheared hazy plumes) beside
+    # the first data, so the detector meets the view of real lookout networks
+    lookout_clips: int = 120
+    lookout_seed: int = 1100
+    finetune_epochs: int = 4
+    finetune_hours: float | None = 0.7
     frames_per_clip: int = 4
     max_real: int = 900
     backbone_epochs: int = 8
@@ -194,13 +210,14 @@ class DefaultRecipe:
     force: bool = False
 
 
-def _synth(folder: Path, clips: int, seed: int, progress) -> Path:
+def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic") -> Path:
     from .synth.dataset import SynthRequest, write_dataset
 
     manifest = folder / "manifest.csv"
-    if not (manifest.exists() and sum(1 for _ in manifest.open()) - 1 == clips and (folder / "plans.jsonl").exists()
-            and f'"seed": {seed}' in (folder / "plans.jsonl").open().readline()):
-        write_dataset(SynthRequest(folder, clips=clips, seed=seed), progress=progress)
+    first = (folder / "plans.jsonl").open().readline() if (folder / "plans.jsonl").exists() else ""
+    if not (manifest.exists() and sum(1 for _ in manifest.open()) - 1 == clips and f'"seed": {seed}' in first
+            and (style == "classic" or f'"style": "{style}"' in first)):
+        write_dataset(SynthRequest(folder, clips=clips, seed=seed, style=style), progress=progress)
     return folder
 
 
@@ -280,6 +297,11 @@ def scores_of_traces(bundle: ModelBundle, data: Path, traces: list, heads: list[
     }
 
 
+def _log(message: str) -> None:
+    """One line per stage on stderr: a run of hours under nohup or in CI shows no progress bars."""
+    print(f"[train default {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     """Synthetic data -> detector -> backbone -> six heads -> decision tuning -> held-out scores -> bundle."""
     from pipeline.config import HEAD_NAMES
@@ -299,6 +321,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     wanted = {"arch": default_config().detector.arch, "imgsz": default_config().detector.imgsz, "seed": recipe.seed,
               "epochs_requested": recipe.detector_epochs, "hours_limit": recipe.detector_hours, "inputs": inputs}
     bundle = None if recipe.force else _stage_done(det_path, "detector", wanted)
+    _log(f"detector: reusing {det_path}" if bundle else f"detector: training from scratch (at most {recipe.detector_hours} h)")
     if bundle is None:
         bundle = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
         train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
@@ -306,12 +329,33 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         bundle.metadata.provenance["detector"]["inputs"] = inputs
         bundle.save(det_path)
 
+    if recipe.finetune_epochs:
+        lookout_dir = _synth(work / "synth-lookout", recipe.lookout_clips, recipe.lookout_seed, progress, style="lookout")
+        ft_path = work / "bundle-det-ft"
+        wanted = {"epochs_requested": recipe.finetune_epochs, "hours_limit": recipe.finetune_hours,
+                  "inputs": {**inputs, "lookout_clips": recipe.lookout_clips, "lookout_seed": recipe.lookout_seed},
+                  "base": bundle.metadata.provenance["detector"]}
+        done = None if recipe.force else _stage_done(ft_path, "detector_finetune", wanted)
+        _log(f"detector fine-tuning on lookout clips: reusing {ft_path}" if done else
+             f"detector fine-tuning on lookout clips (at most {recipe.finetune_hours} h)")
+        if done is not None:
+            bundle = done
+        else:
+            train_detector_stage(bundle, [train_dir, lookout_dir], recipe.real, work / "det-ft-work", recipe.finetune_epochs,
+                                 recipe.finetune_hours, recipe.seed, frames_per_clip=recipe.frames_per_clip,
+                                 max_real=recipe.max_real, progress=progress, finetune=True)
+            bundle.metadata.provenance["detector_finetune"].update({"inputs": wanted["inputs"], "base": wanted["base"]})
+            bundle.save(ft_path)
+
     ext_path = work / "bundle-ext"
     extractor = default_config().extractor
     wanted = {"backbone": extractor.backbone, "input_size": extractor.input_size, "epochs": recipe.backbone_epochs,
               "seed": recipe.seed, "inputs": inputs}
     done = None if recipe.force else _stage_done(ext_path, "extractor", wanted)
-    if done is not None and done.metadata.provenance.get("detector") == bundle.metadata.provenance.get("detector"):
+    same_detector = all(done.metadata.provenance.get(k) == bundle.metadata.provenance.get(k)
+                        for k in ("detector", "detector_finetune")) if done is not None else False
+    _log(f"backbone: reusing {ext_path}" if same_detector else "backbone: training on smoke / not-smoke crops")
+    if same_detector:
         bundle = done
     else:
         bundle = _default_architecture(bundle)
@@ -321,12 +365,14 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     bundle.config = default_config()  # a resumed stage brings the config it was saved with
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache")
+    _log("verifier heads: computing window features and training the six heads")
     train_verifier_stage(bundle, [train_dir], list(HEAD_NAMES), options, progress)
     bundle.save(work / "bundle-heads")
 
     from pipeline.engine import Engine
 
     tune_dir = _synth(work / "synth-tune", recipe.tune_clips, recipe.tune_seed, progress)
+    _log(f"decision: tuning on {recipe.tune_clips} clips (seed {recipe.tune_seed})")
     traces = run_items(Engine(bundle, heads=list(HEAD_NAMES)), read_items(tune_dir), progress=progress)
     head, decision, tune_scores = tune_decision(traces, list(HEAD_NAMES), bundle.config)
     bundle.config = bundle.config.with_overrides({"verifier.head": head, **{f"decision.{k}": v for k, v in decision.items()}})
@@ -334,6 +380,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
                                               "head": head, **decision, "item_scores_on_tuning_clips": tune_scores}
 
     test_dir = _synth(work / "synth-test", recipe.test_clips, recipe.test_seed, progress)
+    _log(f"scores: {recipe.test_clips} held-out clips (seed {recipe.test_seed}) and {len(recipe.validation or [])} real validation folders")
     metrics = {"synthetic_test": score_bundle(bundle, test_dir, list(HEAD_NAMES), progress)}
     for folder in recipe.validation or []:
         folder = Path(folder)
@@ -357,7 +404,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
                        for k, v in vars(recipe).items() if k not in ("out", "work")},
             "command": "smokewatch train default",
             "synthetic_data": {"train": [str(train_dir), recipe.train_seed], "tune": [str(tune_dir), recipe.tune_seed],
-                               "test": [str(test_dir), recipe.test_seed]},
+                               "test": [str(test_dir), recipe.test_seed],
+                               **({"lookout": [str(work / "synth-lookout"), recipe.lookout_seed]} if recipe.finetune_epochs else {})},
             "attribution": CCBY_ATTRIBUTION if recipe.real else None,
             "environment": environment(),
         }
@@ -382,7 +430,9 @@ def _default_architecture(trained: ModelBundle) -> ModelBundle:
 
     fresh = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
     fresh.detector, fresh.detector_names = trained.detector, dict(trained.detector_names)
-    fresh.metadata.provenance["detector"] = trained.metadata.provenance["detector"]
+    for section in ("detector", "detector_finetune"):
+        if section in trained.metadata.provenance:
+            fresh.metadata.provenance[section] = trained.metadata.provenance[section]
     return fresh
 
 

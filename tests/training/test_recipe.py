@@ -2,6 +2,8 @@
 
 import torch
 
+from dataclasses import replace
+
 from pipeline.bundle import ModelBundle
 from pipeline.config import PipelineConfig
 from training.recipe import RealSet, _default_architecture, _stage_done, _synth, default_config
@@ -25,15 +27,18 @@ def test_synthetic_sets_are_written_once_per_seed(tmp_path, monkeypatch):
     real_write = dataset.write_dataset
 
     def counting(request, progress=None):
-        calls.append(request.seed)
-        return real_write(request.__class__(request.out, request.clips, request.seed, (160, 96), 4, 4.0, 1), progress=False)
+        calls.append((request.seed, request.style))
+        return real_write(replace(request, size=(160, 96), frames=4, fps=4.0, workers=1), progress=False)
 
     monkeypatch.setattr(dataset, "write_dataset", counting)
     _synth(tmp_path / "s", 2, 7, False)
     _synth(tmp_path / "s", 2, 7, False)
-    assert calls == [7]
+    assert calls == [(7, "classic")]
     _synth(tmp_path / "s", 2, 8, False)
-    assert calls == [7, 8]
+    assert calls == [(7, "classic"), (8, "classic")]
+    _synth(tmp_path / "s", 2, 8, False, style="lookout")  # same seed, other scenes: written again
+    _synth(tmp_path / "s", 2, 8, False, style="lookout")
+    assert calls[2:] == [(8, "lookout")]
 
 
 def test_default_config_and_real_set_parsing(tmp_path):

@@ -136,3 +136,44 @@ def test_batch_norm_statistics_are_those_of_the_training_crops_after_each_epoch(
     assert norm.running_mean == pytest.approx(data.mean(dim=(0, 2, 3)), abs=0.01)  # batches weigh equally
     assert norm.running_var == pytest.approx(data.var(dim=(0, 2, 3)), rel=0.05)
     assert norm.momentum == 0.01 and not model.training
+
+
+def test_detector_fine_tuning_starts_from_the_bundle_weights(synth_dir, tmp_path):
+    """`finetune` continues from the detector a bundle holds: the first epoch starts from its
+    weights (the network after one epoch is closer to them than a from-scratch run gets), and the
+    record says so in its own section, beside the first training's."""
+    bundle = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="tiny-ft")
+    train_detector_stage(bundle, [synth_dir], [], tmp_path / "first", epochs=1, hours=None, seed=0, frames_per_clip=2, batch=4)
+    before = {k: v.clone() for k, v in bundle.detector.state_dict().items() if v.dtype.is_floating_point}
+    record = train_detector_stage(bundle, [synth_dir], [], tmp_path / "second", epochs=1, hours=None, seed=1,
+                                  frames_per_clip=2, batch=4, finetune=True)
+    assert record["started_from"] == "the bundle's detector weights"
+    assert bundle.metadata.provenance["detector"]["started_from"] == "random initialisation"
+    assert bundle.metadata.provenance["detector_finetune"] is record
+
+    def distance(state):
+        return sum(float((state[k].float() - before[k].float()).abs().sum()) for k in before if "running" not in k)
+
+    tuned = distance(bundle.detector.state_dict())
+    scratch = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="tiny-scratch")
+    train_detector_stage(scratch, [synth_dir], [], tmp_path / "third", epochs=1, hours=None, seed=1, frames_per_clip=2, batch=4)
+    assert tuned < distance(scratch.detector.state_dict()) / 10
+
+
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["train", "detector", "--data", "d", "--out", "o", "--finetune"], "name it with --model BUNDLE"),
+        (["synth", "o", "--style", "drone"], "invalid choice: 'drone' (choose from 'classic', 'lookout')"),
+    ],
+)
+def test_training_commands_refuse_what_they_cannot_do_before_any_work(args, complaint, tmp_path):
+    import subprocess
+    import sys
+
+    from training.synth.clip import STYLES
+
+    assert STYLES == ("classic", "lookout"), "the CLI lists the styles by hand to keep --help fast"
+    run = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2 and complaint in run.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing written"

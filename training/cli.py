@@ -222,8 +222,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=positive_int, default=320, help="synthetic training clips (default 320)")
     p.add_argument("--detector-hours", type=positive_float, default=1.75, help="time limit of detector training (default 1.75)")
     p.add_argument("--detector-epochs", type=positive_int, default=12, help="detector epochs (default 12, fitted to the time limit)")
-    p.add_argument("--finetune-epochs", type=non_negative_int, default=4,
-                   help="epochs of detector training continued on lookout-style clips beside the first data; 0 skips (default 4)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=0,
+                   help="epochs of detector training continued on 120 lookout-style clips beside the first data, which the "
+                   "backbone and heads then learn from too; 0 skips it, as the shipped bundle did (default 0)")
     p.add_argument("--finetune-hours", type=positive_float, default=0.7, help="time limit of that continued training (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")

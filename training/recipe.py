@@ -196,11 +196,13 @@ class DefaultRecipe:
     test_seed: int = 2000
     detector_epochs: int = 12
     detector_hours: float | None = 1.75
-    # then onward on lookout-style clips (summit cameras, fisheye lenses, sheared hazy plumes) beside
-    # the first data, so the detector meets the view of real lookout networks
+    # optionally onward on lookout-style clips (summit cameras, fisheye lenses, sheared hazy plumes)
+    # beside the first data; the backbone and heads then learn from those clips too. Off by default:
+    # the shipped bundle was built without it, and the one candidate built with it (2026-11-27) found
+    # far more plumes with the detector alone but picked a worse verifier rule on the tuning clips.
     lookout_clips: int = 120
     lookout_seed: int = 1100
-    finetune_epochs: int = 4
+    finetune_epochs: int = 0
     finetune_hours: float | None = 0.7
     frames_per_clip: int = 4
     max_real: int = 900
@@ -329,6 +331,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         bundle.metadata.provenance["detector"]["inputs"] = inputs
         bundle.save(det_path)
 
+    learn_from = [train_dir]  # the clips the backbone and the heads learn from
     if recipe.finetune_epochs:
         lookout_dir = _synth(work / "synth-lookout", recipe.lookout_clips, recipe.lookout_seed, progress, style="lookout")
         ft_path = work / "bundle-det-ft"
@@ -346,6 +349,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
                                  max_real=recipe.max_real, progress=progress, finetune=True)
             bundle.metadata.provenance["detector_finetune"].update({"inputs": wanted["inputs"], "base": wanted["base"]})
             bundle.save(ft_path)
+        learn_from.append(lookout_dir)
+        inputs = wanted["inputs"]
 
     ext_path = work / "bundle-ext"
     extractor = default_config().extractor
@@ -359,14 +364,14 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         bundle = done
     else:
         bundle = _default_architecture(bundle)
-        train_backbone_stage(bundle, [train_dir], recipe.real, BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed), progress)
+        train_backbone_stage(bundle, learn_from, recipe.real, BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed), progress)
         bundle.metadata.provenance["extractor"]["inputs"] = inputs
         bundle.save(ext_path)
 
     bundle.config = default_config()  # a resumed stage brings the config it was saved with
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache")
     _log("verifier heads: computing window features and training the six heads")
-    train_verifier_stage(bundle, [train_dir], list(HEAD_NAMES), options, progress)
+    train_verifier_stage(bundle, learn_from, list(HEAD_NAMES), options, progress)
     bundle.save(work / "bundle-heads")
 
     from pipeline.engine import Engine

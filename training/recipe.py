@@ -216,9 +216,12 @@ def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic"
     from .synth.dataset import SynthRequest, write_dataset
 
     manifest = folder / "manifest.csv"
-    first = (folder / "plans.jsonl").open().readline() if (folder / "plans.jsonl").exists() else ""
-    if not (manifest.exists() and sum(1 for _ in manifest.open()) - 1 == clips and f'"seed": {seed}' in first
-            and (style == "classic" or f'"style": "{style}"' in first)):
+    plans = folder / "plans.jsonl"
+    first = plans.read_text().split("\n", 1)[0] if plans.exists() else ""
+    # sets written before styles existed name none: they are classic
+    same_style = f'"style": "{style}"' in first if style != "classic" else '"style": "lookout"' not in first
+    if not (manifest.exists() and len(manifest.read_text().splitlines()) - 1 == clips and f'"seed": {seed}' in first
+            and same_style):
         write_dataset(SynthRequest(folder, clips=clips, seed=seed, style=style), progress=progress)
     return folder
 

@@ -39,6 +39,8 @@ def test_synthetic_sets_are_written_once_per_seed(tmp_path, monkeypatch):
     _synth(tmp_path / "s", 2, 8, False, style="lookout")  # same seed, other scenes: written again
     _synth(tmp_path / "s", 2, 8, False, style="lookout")
     assert calls[2:] == [(8, "lookout")]
+    _synth(tmp_path / "s", 2, 8, False)  # and back: the lookout set is not taken for a classic one
+    assert calls[3:] == [(8, "classic")]
 
 
 def test_default_config_and_real_set_parsing(tmp_path):

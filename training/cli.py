@@ -226,6 +226,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="epochs of detector training continued on 120 lookout-style clips beside the first data, which the "
                    "backbone and heads then learn from too; 0 skips it, as the shipped bundle did (default 0)")
     p.add_argument("--finetune-hours", type=positive_float, default=0.7, help="time limit of that continued training (default 0.7)")
+    p.add_argument("--head-clips", type=non_negative_int, default=0,
+                   help="more classic clips (seed 1200) that only the verifier heads learn from (default 0)")
+    p.add_argument("--tune-clips", type=positive_int, default=100, help="clips the head and decision rule are picked on (default 100)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -247,6 +250,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         out=Path(args.out or DEFAULT_BUNDLE), work=Path(args.work), real=real, seed=args.seed,
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
+        head_clips=args.head_clips, tune_clips=args.tune_clips,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )
     report = train_default(recipe, progress=None if not args.quiet else False)

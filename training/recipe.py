@@ -204,6 +204,12 @@ class DefaultRecipe:
     lookout_seed: int = 1100
     finetune_epochs: int = 0
     finetune_hours: float | None = 0.7
+    # optionally more classic clips that only the verifier heads learn from: heads trained on the
+    # first set's windows stop improving after about 5 epochs while their validation loss climbs
+    # (too few distinct scenes, not too few windows), and the stages before them, hours of CPU,
+    # need not be redone for more clips
+    head_clips: int = 0
+    head_seed: int = 1200
     frames_per_clip: int = 4
     max_real: int = 900
     backbone_epochs: int = 8
@@ -373,8 +379,11 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     bundle.config = default_config()  # a resumed stage brings the config it was saved with
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache")
-    _log("verifier heads: computing window features and training the six heads")
-    train_verifier_stage(bundle, learn_from, list(HEAD_NAMES), options, progress)
+    head_data = list(learn_from)
+    if recipe.head_clips:
+        head_data.append(_synth(work / "synth-heads", recipe.head_clips, recipe.head_seed, progress))
+    _log(f"verifier heads: computing window features and training the six heads on {len(head_data)} sets of clips")
+    train_verifier_stage(bundle, head_data, list(HEAD_NAMES), options, progress)
     bundle.save(work / "bundle-heads")
 
     from pipeline.engine import Engine
@@ -413,7 +422,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
             "command": "smokewatch train default",
             "synthetic_data": {"train": [str(train_dir), recipe.train_seed], "tune": [str(tune_dir), recipe.tune_seed],
                                "test": [str(test_dir), recipe.test_seed],
-                               **({"lookout": [str(work / "synth-lookout"), recipe.lookout_seed]} if recipe.finetune_epochs else {})},
+                               **({"lookout": [str(work / "synth-lookout"), recipe.lookout_seed]} if recipe.finetune_epochs else {}),
+                               **({"heads_only": [str(work / "synth-heads"), recipe.head_seed]} if recipe.head_clips else {})},
             "attribution": CCBY_ATTRIBUTION if recipe.real else None,
             "environment": environment(),
         }

@@ -5,7 +5,8 @@ import torch
 from dataclasses import replace
 
 from pipeline.bundle import ModelBundle
-from pipeline.config import PipelineConfig
+from pipeline.config import HEAD_NAMES, PipelineConfig
+from pipeline.verifier import TABLE_NAMES
 from training.recipe import RealSet, _default_architecture, _stage_done, _synth, default_config
 
 
@@ -63,3 +64,40 @@ def test_a_detector_stage_from_an_older_default_gets_todays_backbone_and_heads()
     features = fresh.backbone.eval()(torch.zeros(1, 3, 64, 64)).flatten(1)
     assert features.shape[1] == fresh.feature_dim != old.feature_dim
     assert all(head(torch.zeros(1, 2, fresh.feature_dim)).shape[0] == 1 for head in fresh.heads.values())
+
+
+def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_config):
+    """The one documented command, end to end on tiny models and clips: every stage runs, the heads
+    learn from the extra clips only they see, the rule is tuned, scores are written; a second run
+    reuses the detector and backbone stages and keeps the first bundle unless it scores better."""
+    import json
+
+    import training.recipe as recipe_module
+    import training.synth.dataset as dataset
+    from training.recipe import DefaultRecipe, train_default
+
+    real_write = dataset.write_dataset
+    monkeypatch.setattr(dataset, "write_dataset",
+                        lambda request, progress=None: real_write(replace(request, size=(192, 128), frames=10, fps=5.0, workers=1), progress=False))
+    monkeypatch.setattr(recipe_module, "default_config", lambda: tiny_config)
+    recipe = DefaultRecipe(out=tmp_path / "out", work=tmp_path / "work", real=[], train_clips=6, train_seed=21, tune_clips=2, test_clips=2,
+                           head_clips=2, detector_epochs=1, detector_hours=None, backbone_epochs=1, head_epochs=1, frames_per_clip=2)
+    report = train_default(recipe, progress=False)
+    assert report["replaced"]
+    assert TABLE_NAMES[report["head"]] in report["metrics"]["synthetic_test"]["item_level"]
+    bundle = ModelBundle.load(tmp_path / "out")
+    provenance = bundle.metadata.provenance
+    assert provenance["verifier"]["items"] == 8  # 6 training clips + 2 clips only the heads see
+    assert str(tmp_path / "work" / "synth-heads") in provenance["verifier"]["data"]
+    assert str(tmp_path / "work" / "synth-heads") not in json.dumps(provenance["extractor"])
+    assert provenance["decision"]["clips"] == 2 and bundle.config.verifier.head == provenance["decision"]["head"]
+    assert bundle.metadata.metrics["synthetic_test"]["items"] == 2
+    assert sorted(bundle.heads) == sorted(HEAD_NAMES)
+
+    stages = [tmp_path / "work" / name / "metadata.json" for name in ("bundle-det", "bundle-ext")]
+    saved = [path.stat().st_mtime_ns for path in stages]
+    shipped = (tmp_path / "out" / "metadata.json").read_bytes()
+    second = train_default(recipe, progress=False)  # same seeds, so the same scores: not better
+    assert [path.stat().st_mtime_ns for path in stages] == saved
+    assert not second["replaced"] and (tmp_path / "work" / "bundle-candidate" / "metadata.json").is_file()
+    assert (tmp_path / "out" / "metadata.json").read_bytes() == shipped

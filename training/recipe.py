@@ -11,6 +11,7 @@ says how it was made.
 from __future__ import annotations
 
 import copy
+import json
 import platform
 import sys
 import time
@@ -225,11 +226,13 @@ def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic"
 
     manifest = folder / "manifest.csv"
     plans = folder / "plans.jsonl"
-    first = plans.read_text().split("\n", 1)[0] if plans.exists() else ""
+    try:
+        first = json.loads(plans.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        first = {}
     # sets written before styles existed name none: they are classic
-    same_style = f'"style": "{style}"' in first if style != "classic" else '"style": "lookout"' not in first
-    if not (manifest.exists() and len(manifest.read_text().splitlines()) - 1 == clips and f'"seed": {seed}' in first
-            and same_style):
+    same_set = first.get("seed") == seed and first.get("style", "classic") == style
+    if not (same_set and manifest.exists() and len(manifest.read_text().splitlines()) - 1 == clips):
         write_dataset(SynthRequest(folder, clips=clips, seed=seed, style=style), progress=progress)
     return folder
 

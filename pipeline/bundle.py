@@ -26,6 +26,7 @@ from torch import nn
 
 from . import __version__
 from .config import HEAD_NAMES, PipelineConfig, dump_config, load_config
+from .cues import cue_dim
 from .errors import BundleError, SmokewatchError
 from .models import build_backbone, build_detector_network, detector_state, load_detector_weights
 from .verifier import HeadSpec, RecurrentHead, build_head, count_parameters
@@ -77,9 +78,15 @@ class ModelBundle:
         detector = build_detector_network(config.detector)
         backbone = build_backbone(config.extractor)
         head_names = heads or [config.verifier.head]
-        built = {name: build_head(HeadSpec.from_config(config.verifier, backbone.dim, name)) for name in head_names}
+        window_dim = backbone.dim + cue_dim(config.extractor.change_cues)
+        built = {name: build_head(HeadSpec.from_config(config.verifier, window_dim, name)) for name in head_names}
         clean = config.model_copy(update={"detector": config.detector.model_copy(update={"weights": None})})
         return cls(clean, detector.network, detector.names, backbone.module, backbone.dim, built, BundleMetadata(**metadata))
+
+    @property
+    def window_dim(self) -> int:
+        """Length of each frame's vector in a window the heads read: backbone features, then cues."""
+        return self.feature_dim + cue_dim(self.config.extractor.change_cues)
 
     @property
     def primary_head(self) -> str:
@@ -210,10 +217,13 @@ class ModelBundle:
         for name in sorted(wanted, key=HEAD_NAMES.index):
             blob = _load(path / "heads" / f"{name}.pt", HEAD_FORMAT)
             spec = HeadSpec.model_validate(blob["spec"])
-            if spec.input_dim != dim:
+            cues = cue_dim(config.extractor.change_cues)
+            if spec.input_dim != dim + cues:
                 raise BundleError(
                     f"bundle {path}: head {name} expects {spec.input_dim}-value features but the "
                     f"{config.extractor.backbone} extractor gives {dim}"
+                    + (f" plus {cues} change cues" if cues else "")
+                    + " (was the head trained with extractor.change_cues set otherwise?)"
                 )
             head = build_head(spec)
             _load_state(head, blob["state_dict"], path / "heads" / f"{name}.pt")

@@ -158,6 +158,12 @@ class ExtractorConfig(StrictModel):
         description="'none' (random, to be trained), 'imagenet' (torchvision's ImageNet weights; "
         "needs them in the torch cache or a network), or a path to a state_dict file.",
     )
+    change_cues: bool = Field(
+        False,
+        description="Append to each crop's features 48 values saying how its region changed since the "
+        "window's first frame and since the previous frame (signed and absolute grey-level change on a "
+        "4x4 grid). Shapes the heads' input: a bundle's heads are trained with it on or off.",
+    )
 
 
 class VerifierConfig(StrictModel):

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .bundle import ModelBundle
 from .config import PipelineConfig
+from .cues import cue_dim, thumbnail, window_cues
 from .decision import RegionDecider
 from .detector import Detector, Prepared
 from .errors import BundleError
@@ -123,6 +124,11 @@ class Engine:
     def from_path(cls, path: str | Path, device: str | None = None, heads: Iterable[str] | None = None) -> "Engine":
         wanted = list(heads) if heads is not None else None
         return cls(ModelBundle.load(path, heads=wanted), device=device, heads=wanted)
+
+    @property
+    def window_dim(self) -> int:
+        """Length of each frame's vector in the windows the heads read (backbone features, then cues)."""
+        return self.extractor.dim + cue_dim(self.config.extractor.change_cues)
 
     @property
     def model_names(self) -> dict[str, str]:
@@ -381,6 +387,10 @@ class Session:
         self.tubes = TubeBuilder(self.config.tubes)
         self.motion = MotionProposer(self.config.motion) if self.config.motion.enabled else None
         self.cache = CropFeatureCache()
+        # grey thumbnails of (kept frame, region) for the change cues, when the bundle uses them
+        self.thumbs: dict[tuple[int, tuple[int, int, int, int]], np.ndarray] | None = (
+            {} if self.config.extractor.change_cues else None
+        )
         self.decider = RegionDecider(self.config.decision)
         self.times = StageTimes(heads={name: 0.0 for name in engine.heads})
         self._images: dict[int, np.ndarray] = {}
@@ -450,6 +460,9 @@ class Session:
         for seq in [s for s in self._images if s < oldest_needed]:
             del self._images[seq]
         self.cache.evict_before(oldest_needed)
+        if self.thumbs is not None:
+            for key in [k for k in self.thumbs if k[0] < oldest_needed]:
+                del self.thumbs[key]
         self.times.other += time.perf_counter() - start
         return results
 
@@ -462,8 +475,25 @@ class Session:
         return self.tubes.update(seq, detections, width, height)
 
     def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
-        """(W, T, D) features of the requested windows; each (frame, region) crop goes through the
-        backbone once, in batches across candidates and frames, and is reused by later windows."""
+        """(W, T, D) vectors the heads read: each crop's backbone features, followed by the
+        window's change cues when the bundle uses them."""
+        features = self.crop_features(requests)
+        if self.thumbs is None:
+            return features
+        cues = np.stack([window_cues(np.stack([self._thumbnail(s, r.region) for s in r.frame_seqs])) for r in requests])
+        return torch.cat([features, torch.from_numpy(cues).to(features.device, features.dtype)], dim=2)
+
+    def _thumbnail(self, seq: int, region: tuple[int, int, int, int]) -> np.ndarray:
+        key = (seq, region)
+        thumb = self.thumbs.get(key)
+        if thumb is None:
+            thumb = self.thumbs[key] = thumbnail(self._images[seq], region)
+        return thumb
+
+    def crop_features(self, requests: list[WindowRequest]) -> torch.Tensor:
+        """(W, T, D) backbone features of the requested windows; each (frame, region) crop goes
+        through the backbone once, in batches across candidates and frames, and is reused by
+        later windows."""
         extractor = self.engine.extractor
         missing = self.cache.missing((s, r.region) for r in requests for s in r.frame_seqs)
         size = extractor.input_size
@@ -503,7 +533,7 @@ class NaiveSession(Session):
     """The straightforward loop the engine is checked and benchmarked against: every window
     recomputes every one of its T crops, one crop at a time. Same answers, much slower."""
 
-    def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
+    def crop_features(self, requests: list[WindowRequest]) -> torch.Tensor:
         extractor = self.engine.extractor
         windows = []
         for request in requests:

@@ -163,6 +163,19 @@ def _evaluate_loss(head, x, y, loss_fn, batch) -> float:
     return total / max(len(y), 1)
 
 
+def set_change_cues(bundle: ModelBundle, enabled: bool, retrained: list[str]) -> list[str]:
+    """Switch the bundle's change cues before training `retrained` heads. The other heads were
+    trained on the other input and cannot read the new one, so they leave the bundle; returns
+    their names (empty when the setting does not change)."""
+    if bundle.config.extractor.change_cues == enabled:
+        return []
+    bundle.config = bundle.config.with_overrides({"extractor.change_cues": enabled})
+    dropped = [name for name in bundle.heads if name not in retrained]
+    for name in dropped:
+        del bundle.heads[name]
+    return dropped
+
+
 def train_heads(
     bundle: ModelBundle,
     items: list[ManifestItem],
@@ -183,7 +196,7 @@ def train_heads(
     train, val = windows.subset(train_mask), windows.subset(val_mask)
     reports = {}
     for name in heads:
-        spec = HeadSpec.from_config(bundle.config.verifier, bundle.feature_dim, name)
+        spec = HeadSpec.from_config(bundle.config.verifier, bundle.window_dim, name)
         head, report = fit_head(build_head(spec), train, val, options, progress)
         report.windows = {"train": train.summary(), "val": val.summary()}
         bundle.heads[name] = head

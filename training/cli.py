@@ -163,6 +163,12 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     bundle = _load_or_create(args.model, heads)
     progress = None if not args.quiet else False
     out: dict = {"bundle": str(args.out)}
+    if args.change_cues is not None:
+        from training.verifier import set_change_cues
+
+        dropped = set_change_cues(bundle, args.change_cues == "on", heads)
+        if dropped:
+            out["heads_dropped"] = dropped  # trained on the other input; retrain them with --heads to keep them
     if args.backbone_epochs > 0:
         out["extractor"] = train_backbone_stage(bundle, manifests, real, BackboneOptions(epochs=args.backbone_epochs, seed=args.seed), progress)
     cache = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + "-work") / "window-cache"
@@ -205,6 +211,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
     p.add_argument("--backbone-epochs", type=non_negative_int, default=4, help="epochs of crop training for the backbone; 0 keeps it as is (default 4)")
     p.add_argument("--epochs", type=positive_int, default=40, help="most epochs per head (early stopping ends sooner)")
+    p.add_argument("--change-cues", choices=["on", "off"],
+                   help="feed the heads how each region changed over its window beside its crop features "
+                   "(default: as the --model bundle has it); heads not retrained here leave the bundle when this changes")
     p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -228,7 +237,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-hours", type=positive_float, default=0.7, help="time limit of that continued training (default 0.7)")
     p.add_argument("--head-clips", type=non_negative_int, default=0,
                    help="more classic clips (seed 1200) that only the verifier heads learn from (default 0)")
-    p.add_argument("--tune-clips", type=positive_int, default=100, help="clips the head and decision rule are picked on (default 100)")
+    p.add_argument("--change-cues", action="store_true",
+                   help="train heads that also read how each region changed over its window (extractor.change_cues); "
+                   "off by default, as in the shipped bundle")
+    p.add_argument("--tune-clips", type=positive_int, default=300, help="clips the head and decision rule are picked on (default 300)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -250,7 +262,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         out=Path(args.out or DEFAULT_BUNDLE), work=Path(args.work), real=real, seed=args.seed,
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
-        head_clips=args.head_clips, tune_clips=args.tune_clips,
+        head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )
     report = train_default(recipe, progress=None if not args.quiet else False)

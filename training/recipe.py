@@ -159,7 +159,8 @@ def default_config() -> PipelineConfig:
     about 0.6 ms a crop in ONNX Runtime (ResNet18: 7 ms) the dozen crops a frame needs stop being
     what limits a 2-core CPU. Motion proposals on:
     lookout cameras are fixed, and a detector trained from scratch on a CPU misses faint plumes
-    that the background difference still sees.
+    that the background difference still sees. Change cues off (`DefaultRecipe.change_cues`
+    turns them on): they helped the heads on synthetic clips but not on the real sample (README).
     """
     return PipelineConfig().with_overrides(
         {
@@ -191,7 +192,8 @@ class DefaultRecipe:
     seed: int = 0
     train_clips: int = 320
     train_seed: int = 1000
-    tune_clips: int = 100
+    # 300 rather than 100: on 100 clips two or three items decide between rules
+    tune_clips: int = 300
     tune_seed: int = 1500
     # 160 rather than the first 80 (seed 2000): on 80 clips F1 moved by about 10 points from one
     # seed to another, and the bundle that won there scored 82 on these after 92 on those
@@ -213,6 +215,10 @@ class DefaultRecipe:
     # what they lack.
     head_clips: int = 0
     head_seed: int = 1200
+    # optionally heads that also read how each region changed over its window (extractor.change_cues).
+    # Off by default: on 2026-11-28 it raised F1 on 160 held-out synthetic clips from 82.0 to 84.3
+    # and TNR from 95.7 to 97.8, but got two of the four real-sample clips wrong (README).
+    change_cues: bool = False
     frames_per_clip: int = 4
     max_real: int = 900
     backbone_epochs: int = 8
@@ -382,7 +388,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         bundle.metadata.provenance["extractor"]["inputs"] = inputs
         bundle.save(ext_path)
 
-    bundle.config = default_config()  # a resumed stage brings the config it was saved with
+    # a resumed stage brings the config it was saved with
+    bundle.config = default_config().with_overrides({"extractor.change_cues": recipe.change_cues})
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache")
     head_data = list(learn_from)
     if recipe.head_clips:
@@ -440,14 +447,37 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         # other clips (another seed or count), and a figure kept because it once won is optimistic.
         old_bundle = ModelBundle.load(recipe.out)
         old_head = old_bundle.config.verifier.head
-        _log(f"scores: the existing bundle on the same {recipe.test_clips} held-out clips")
+        _log(f"scores: the existing bundle on the same {recipe.test_clips} held-out clips and real validation clips")
         old_f1 = score_bundle(old_bundle, test_dir, [old_head], progress)["item_level"][_label(old_head)]["f1"]
-        if old_f1 >= new_f1:
+        real = [k.removeprefix("real:") for k in metrics if k.startswith("real:")]
+        old_real = {name: real_items_right(score_bundle(old_bundle, Path(metrics[f"real:{name}"]["data"]), [old_head], progress))
+                    for name in real}
+        new_real = {name: real_items_right(metrics[f"real:{name}"]) for name in real}
+        reason = keep_reason(new_f1, old_f1, new_real, old_real)
+        if reason is not None:
             bundle.save(work / "bundle-candidate")
-            return {"replaced": False, "reason": f"existing bundle scores F1 {old_f1} >= {new_f1} on the same held-out clips",
-                    "candidate": str(work / "bundle-candidate"), "metrics": metrics}
+            return {"replaced": False, "reason": reason, "candidate": str(work / "bundle-candidate"), "metrics": metrics}
     bundle.save(recipe.out)
     return {"replaced": True, "bundle": str(recipe.out), "head": head, "decision": decision, "metrics": metrics}
+
+
+def real_items_right(scores: dict) -> int:
+    """Items of a real validation folder whose verdict matches the truth."""
+    return sum(row["verdict"] == row["truth"] for row in scores["per_item"])
+
+
+def keep_reason(new_f1: float, old_f1: float, new_real: dict[str, int], old_real: dict[str, int]) -> str | None:
+    """Why the bundle in place stays, or None when the new one replaces it. It must score a higher
+    item F1 on the held-out synthetic clips and get no fewer items of any real validation folder
+    right: those clips are never trained or tuned on, only used to stop a bundle that learnt the
+    generator's quirks from replacing one that works on real footage."""
+    if old_f1 >= new_f1:
+        return f"existing bundle scores F1 {old_f1} >= {new_f1} on the same held-out clips"
+    worse = [f"{name} ({new_real[name]} right, existing bundle {old_real[name]})"
+             for name in sorted(new_real) if new_real[name] < old_real.get(name, 0)]
+    if worse:
+        return f"F1 {new_f1} > {old_f1} on the held-out clips, but fewer real validation items right: {', '.join(worse)}"
+    return None
 
 
 def _default_architecture(trained: ModelBundle) -> ModelBundle:

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from pipeline.bundle import ModelBundle
 from pipeline.config import HEAD_NAMES, PipelineConfig
+from pipeline.cues import CUE_DIM
 from pipeline.verifier import TABLE_NAMES
 from training.recipe import RealSet, _default_architecture, _stage_done, _synth, default_config
 
@@ -63,7 +64,7 @@ def test_a_detector_stage_from_an_older_default_gets_todays_backbone_and_heads()
     assert fresh.config.extractor == default_config().extractor
     features = fresh.backbone.eval()(torch.zeros(1, 3, 64, 64)).flatten(1)
     assert features.shape[1] == fresh.feature_dim != old.feature_dim
-    assert all(head(torch.zeros(1, 2, fresh.feature_dim)).shape[0] == 1 for head in fresh.heads.values())
+    assert all(head(torch.zeros(1, 2, fresh.window_dim)).shape[0] == 1 for head in fresh.heads.values())
 
 
 def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_config):
@@ -106,3 +107,25 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert [path.stat().st_mtime_ns for path in stages] == saved
     assert not second["replaced"] and (tmp_path / "work" / "bundle-candidate" / "metadata.json").is_file()
     assert (tmp_path / "out" / "metadata.json").read_bytes() == shipped
+
+    # --change-cues: the same stages, heads that also read the change cues
+    cued = train_default(replace(recipe, out=tmp_path / "cued", change_cues=True), progress=False)
+    assert cued["replaced"] and [path.stat().st_mtime_ns for path in stages] == saved
+    bundle = ModelBundle.load(tmp_path / "cued")
+    assert bundle.config.extractor.change_cues and bundle.metadata.provenance["recipe"]["change_cues"]
+    assert all(head.spec.input_dim == bundle.feature_dim + CUE_DIM for head in bundle.heads.values())
+
+
+def test_a_bundle_is_replaced_only_when_better_on_synthetic_clips_and_no_worse_on_real_ones():
+    from training.recipe import keep_reason, real_items_right
+
+    assert keep_reason(0.84, 0.82, {"real-sample": 4}, {"real-sample": 4}) is None
+    assert keep_reason(0.84, 0.82, {}, {}) is None
+    assert "F1 0.84 >= 0.82" in keep_reason(0.82, 0.84, {"real-sample": 4}, {"real-sample": 2})
+    assert "F1 0.82 >= 0.82" in keep_reason(0.82, 0.82, {}, {}), "a tie keeps the bundle in place"
+    # what happened on 2026-11-28: better on synthetic clips, two real clips wrong
+    reason = keep_reason(0.843, 0.820, {"real-sample": 2, "other": 5}, {"real-sample": 4, "other": 5})
+    assert "real-sample (2 right, existing bundle 4)" in reason and "other" not in reason
+    scores = {"per_item": [{"truth": "smoke", "verdict": "smoke"}, {"truth": "no_smoke", "verdict": "smoke"},
+                           {"truth": "no_smoke", "verdict": "no_smoke"}]}
+    assert real_items_right(scores) == 2

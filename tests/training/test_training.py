@@ -91,6 +91,35 @@ def test_tiny_training_run_produces_a_working_bundle(synth_dir, real_dir, tmp_pa
     assert victim.stat().st_size > 100
 
 
+def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retrain(synth_dir, tmp_path, capsys):
+    from pipeline.cues import CUE_DIM
+    from service.cli import main
+
+    torch.manual_seed(0)
+    start = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru", "lstm"], name="no-cues").save(tmp_path / "start")
+
+    def train(model, out, cues):
+        return main(["train", "verifier", "--model", str(model), "--data", str(synth_dir), "--heads", "gru", "--backbone-epochs", "0",
+                     "--epochs", "1", "--cache", str(tmp_path / "cache"), "--out", str(out), "--change-cues", cues, "-q"])
+
+    assert train(start, tmp_path / "cues", "on") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heads_dropped"] == ["lstm"]
+    bundle = ModelBundle.load(tmp_path / "cues")
+    assert bundle.config.extractor.change_cues and list(bundle.heads) == ["gru"]
+    assert bundle.heads["gru"].spec.input_dim == bundle.feature_dim + CUE_DIM
+    clip = next(i.path for i in read_manifest(synth_dir) if i.is_smoke)
+    assert Engine(bundle).detect(clip, progress=False).frames_processed == 10
+
+    # the window cache keeps the two inputs apart: switching back recomputes, it does not reuse
+    before = set((tmp_path / "cache").glob("*.npz"))
+    assert train(tmp_path / "cues", tmp_path / "plain", "off") == 0
+    capsys.readouterr()
+    assert len(set((tmp_path / "cache").glob("*.npz")) - before) == len(before)
+    plain = ModelBundle.load(tmp_path / "plain")
+    assert not plain.config.extractor.change_cues and plain.heads["gru"].spec.input_dim == plain.feature_dim
+
+
 def test_real_sets_split_by_group_never_by_image(real_dir, tmp_path):
     from training.detector import build_detector_dataset
 

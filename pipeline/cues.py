@@ -23,6 +23,7 @@ THUMB = 16  # thumbnail side in pixels (a multiple of GRID)
 CUE_DIM = 3 * GRID * GRID  # signed and absolute change since the first frame, absolute change since the previous
 CONTRAST_FLOOR = 0.02  # grey levels (0-1) added to the first thumbnail's spread before dividing by it
 CLIP = 4.0
+VERSION = 1  # bump when the cues change: cached training windows that hold them are then recomputed
 
 Region = tuple[int, int, int, int]
 

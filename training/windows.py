@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.cues import VERSION as CUES_VERSION
 from pipeline.engine import Engine, Session
 from pipeline.records import Detection, Frame, WindowRequest
 from pipeline.tubes import TubeBuilder
@@ -124,17 +125,17 @@ class LabellingSession(Session):
 def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str) -> str:
     cfg = engine.config
     stat = item.path.stat()
-    payload = json.dumps(
-        {
-            "path": str(item.path),
-            "size": stat.st_size,
-            "mtime": int(stat.st_mtime),
-            "label": [item.label, item.smoke_from, item.smoke_to],
-            "bundle": bundle_fingerprint,
-            "config": cfg.model_dump(mode="json", include={"sampling", "detector", "motion", "tubes", "extractor"}),
-        },
-        sort_keys=True,
-    )
+    record = {
+        "path": str(item.path),
+        "size": stat.st_size,
+        "mtime": int(stat.st_mtime),
+        "label": [item.label, item.smoke_from, item.smoke_to],
+        "bundle": bundle_fingerprint,
+        "config": cfg.model_dump(mode="json", include={"sampling", "detector", "motion", "tubes", "extractor"}),
+    }
+    if cfg.extractor.change_cues:  # only then: windows cached without cues stay valid
+        record["cues_version"] = CUES_VERSION
+    payload = json.dumps(record, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

@@ -91,7 +91,7 @@ def test_tiny_training_run_produces_a_working_bundle(synth_dir, real_dir, tmp_pa
     assert victim.stat().st_size > 100
 
 
-def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retrain(synth_dir, tmp_path, capsys):
+def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retrain(synth_dir, tmp_path, capsys, monkeypatch):
     from pipeline.cues import CUE_DIM
     from service.cli import main
 
@@ -118,6 +118,16 @@ def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retra
     assert len(set((tmp_path / "cache").glob("*.npz")) - before) == len(before)
     plain = ModelBundle.load(tmp_path / "plain")
     assert not plain.config.extractor.change_cues and plain.heads["gru"].spec.input_dim == plain.feature_dim
+
+    # cached windows with cues are recomputed when the cues themselves change; those without stay
+    from training import windows
+
+    item = read_manifest(synth_dir)[0]
+    engines = (Engine(bundle, heads=[]), Engine(plain, heads=[]))
+    before = [windows._cache_key(engine, item, "same networks") for engine in engines]
+    monkeypatch.setattr(windows, "CUES_VERSION", windows.CUES_VERSION + 1)
+    after = [windows._cache_key(engine, item, "same networks") for engine in engines]
+    assert after[0] != before[0] and after[1] == before[1]
 
 
 def test_real_sets_split_by_group_never_by_image(real_dir, tmp_path):

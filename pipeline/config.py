@@ -296,6 +296,7 @@ FIXED_BY_BUNDLE = frozenset(
         "detector.weights",
         "extractor.backbone",
         "extractor.weights",
+        "extractor.change_cues",
         "verifier.hidden_size",
         "verifier.num_layers",
         "verifier.dropout",

@@ -115,3 +115,14 @@ def test_heads_trained_without_cues_are_refused_under_a_config_with_them(tiny_bu
     bundle.save(tmp_path / "mixed")
     with pytest.raises(BundleError, match="change cues"):
         ModelBundle.load(tmp_path / "mixed")
+
+
+def test_cues_cannot_be_switched_at_run_time(tiny_bundle_dir):
+    """The heads were trained with or without them: a --set that flips them must be refused, not
+    reach the heads as vectors of the wrong length."""
+    from pipeline.config import override_bundle_config
+    from pipeline.errors import ConfigError
+
+    config = ModelBundle.load(tiny_bundle_dir).config
+    with pytest.raises(ConfigError, match="extractor.change_cues cannot be overridden"):
+        override_bundle_config(config, {"extractor.change_cues": True})

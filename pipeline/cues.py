@@ -47,9 +47,10 @@ def window_cues(thumbs: np.ndarray) -> np.ndarray:
     """(T, THUMB, THUMB) thumbnails of one region, oldest first -> (T, CUE_DIM) float32 cues."""
     thumbs = np.asarray(thumbs, np.float32)
     first = thumbs[0]
-    since_first = (thumbs - first) / (float(first.std()) + CONTRAST_FLOOR)
+    scale = float(first.std()) + CONTRAST_FLOOR
+    since_first = (thumbs - first) / scale
     previous = np.concatenate([thumbs[:1], thumbs[:-1]])
-    step = np.abs(thumbs - previous) / (float(first.std()) + CONTRAST_FLOOR)
+    step = np.abs(thumbs - previous) / scale
     cues = np.concatenate([_pool(since_first), _pool(np.abs(since_first)), _pool(step)], axis=1)
     return np.clip(cues, -CLIP, CLIP).astype(np.float32)
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from .bundle import ModelBundle
 from .config import PipelineConfig
-from .cues import cue_dim, thumbnail, window_cues
+from .cues import thumbnail, window_cues
 from .decision import RegionDecider
 from .detector import Detector, Prepared
 from .errors import BundleError
@@ -124,11 +124,6 @@ class Engine:
     def from_path(cls, path: str | Path, device: str | None = None, heads: Iterable[str] | None = None) -> "Engine":
         wanted = list(heads) if heads is not None else None
         return cls(ModelBundle.load(path, heads=wanted), device=device, heads=wanted)
-
-    @property
-    def window_dim(self) -> int:
-        """Length of each frame's vector in the windows the heads read (backbone features, then cues)."""
-        return self.extractor.dim + cue_dim(self.config.extractor.change_cues)
 
     @property
     def model_names(self) -> dict[str, str]:

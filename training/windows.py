@@ -168,7 +168,7 @@ def collect_windows(
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     feats, labels, owners, from_det, confs = [], [], [], [], []
-    window, dim = engine.config.tubes.window, engine.window_dim
+    window, dim = engine.config.tubes.window, engine.bundle.window_dim  # change_cues is fixed by the bundle
     for index, item in enumerate(tqdm(items, desc="windows", unit="item", disable=None if progress is None else not progress)):
         cached = cache_dir / f"{_cache_key(engine, item, fingerprint)}.npz" if cache_dir is not None else None
         loaded = _read_cached(cached) if cached is not None else None

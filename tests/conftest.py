@@ -86,3 +86,23 @@ def clip_path(tmp_path_factory) -> Path:
 def make_clip():
     """The clip writer, for tests that need their own variant."""
     return write_clip
+
+
+def write_yolo_folder(root: Path, labels: list[str], size: tuple[int, int] = (160, 96), stem: str = "img") -> Path:
+    """A YOLO image folder: noise images `{stem}_{i}.jpg`, the i-th with label file text `labels[i]`."""
+    from PIL import Image
+
+    width, height = size
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    for i, text in enumerate(labels):
+        pixels = np.random.default_rng(i).integers(0, 255, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{stem}_{i}.jpg")
+        (root / "labels" / f"{stem}_{i}.txt").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_yolo_folder():
+    """The YOLO folder writer, for tests that need real-set-shaped images."""
+    return write_yolo_folder

@@ -1,6 +1,7 @@
 """A tiny end-to-end training run: a few synthetic clips, one epoch, tiny models."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from PIL import Image
 from pipeline.bundle import ModelBundle
 from pipeline.config import PipelineConfig
 from pipeline.engine import Engine
-from training.backbone import BackboneOptions
+from pipeline.records import Box
+from training.backbone import BackboneOptions, _jittered, collect_crops
 from training.datasets import read_manifest, read_yolo_folder
 from training.recipe import RealSet, train_backbone_stage, train_detector_stage, train_verifier_stage
 from training.synth.dataset import SynthRequest, write_dataset
@@ -41,15 +43,10 @@ def synth_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def real_dir(tmp_path_factory):
+def real_dir(tmp_path_factory, make_yolo_folder):
     """A small YOLO folder where class 1 is smoke, like the CC BY training set."""
-    root = tmp_path_factory.mktemp("real")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / "images" / f"v_{i}.jpg")
-        (root / "labels" / f"v_{i}.txt").write_text("1 0.5 0.5 0.3 0.4\n0 0.2 0.2 0.1 0.1\n" if i % 2 else "")
+    labels = ["1 0.5 0.5 0.3 0.4\n0 0.2 0.2 0.1 0.1\n" if i % 2 else "" for i in range(6)]
+    root = make_yolo_folder(tmp_path_factory.mktemp("real"), labels, size=(128, 96), stem="v")
     (root / "groups.csv").write_text("image,group\n" + "".join(f"v_{i}.jpg,video_{i // 3}\n" for i in range(6)))
     return root
 
@@ -159,6 +156,28 @@ def test_each_real_set_keeps_its_own_smoke_classes(real_dir, tmp_path):
     build_detector_dataset(tmp_path / "d", [], [RealSet(real_dir, {1}), RealSet(other, {0})], val_fraction=0.0)
     boxes = sorted(line.split(maxsplit=1)[1] for p in (tmp_path / "d").rglob("labels/*.txt") for line in p.read_text().splitlines())
     assert boxes == ["0.400000 0.400000 0.200000 0.200000"] + ["0.500000 0.500000 0.300000 0.400000"] * 3
+
+
+def test_backbone_positives_include_off_centre_crops_of_each_plume(synth_dir):
+    """Proposals rarely frame a plume the way its label does, so every labelled box also gives
+    shifted and rescaled positives; they still hold part of the plume, and switching them off
+    leaves exactly the centred crops."""
+    items = read_manifest(synth_dir)
+    tubes = PipelineConfig().tubes
+    plain = collect_crops(items, [], 32, tubes, BackboneOptions(frames_per_clip=3, positive_jitter=0))
+    jittered = collect_crops(items, [], 32, tubes, BackboneOptions(frames_per_clip=3, positive_jitter=2))
+    assert plain.counts["synthetic_positive"] > 0 and plain.counts["synthetic_positive_jittered"] == 0
+    assert jittered.counts["synthetic_positive"] == plain.counts["synthetic_positive"]
+    assert jittered.counts["synthetic_positive_jittered"] == 2 * plain.counts["synthetic_positive"]
+    assert int(jittered.labels.sum()) == 3 * int(plain.labels.sum())
+    assert len(jittered.crops) == len(jittered.labels) == len(jittered.group)
+
+    rng = random.Random(0)
+    truth = Box(100, 40, 130, 100)
+    boxes = [_jittered(truth, 192, 128, rng) for _ in range(200)]
+    assert all(b.intersection(truth) > 0.15 * truth.area for b in boxes), "a jittered box keeps part of the plume"
+    assert all(0 <= b.x1 < b.x2 <= 192 and 0 <= b.y1 < b.y2 <= 128 for b in boxes)
+    assert len({(round(b.x1), round(b.y1), round(b.x2)) for b in boxes}) > 100, "the boxes vary"
 
 
 def test_batch_norm_statistics_are_those_of_the_training_crops_after_each_epoch():

@@ -151,11 +151,35 @@ def _default_model() -> Path:
     return resolve_model(None)
 
 
+def _eval_regions(args: argparse.Namespace) -> int:
+    """`train verifier --eval DIR`: the bundle's heads on still real regions of a YOLO image folder."""
+    from pipeline.bundle import ModelBundle
+    from pipeline.engine import Engine
+    from training.datasets import RealSet, read_yolo_folder
+    from training.regions import score_regions
+
+    target = RealSet.parse(args.eval)
+    if not (target.path / "images").is_dir():
+        raise ConfigError(f"--eval needs a YOLO image folder (images/ and labels/): {target.path} has no images/")
+    model = Path(args.model) if args.model else _default_model()
+    heads = None if args.heads == "all" else _parse_heads(args.heads)
+    engine = Engine(ModelBundle.load(model, heads=heads), device=args.device or "cpu", heads=heads)
+    images = read_yolo_folder(target.path, target.smoke_classes)
+    scores = score_regions(engine, images, args.threshold, seed=args.seed, progress=None if not args.quiet else False)
+    print(json.dumps({"data": str(target.path), "model": str(model), "deciding_head": engine.primary,
+                      "heads": {name: s.to_json() for name, s in scores.items()}}, indent=2))
+    return 0
+
+
 def cmd_train_verifier(args: argparse.Namespace) -> int:
     from training.backbone import BackboneOptions
     from training.recipe import train_backbone_stage, train_verifier_stage
     from training.verifier import HeadTrainingOptions
 
+    if args.eval:
+        return _eval_regions(args)
+    if not args.data or not args.out:
+        raise ConfigError("train verifier needs --data DIR (one or more) and --out BUNDLE_DIR (or --eval DIR)")
     heads = _parse_heads(args.heads)
     manifests, real = _split_data(args.data)
     if not manifests:
@@ -205,10 +229,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_detector)
 
     p = tsub.add_parser("verifier", help="train the backbone on crops and the verifier heads on smoke tubes")
-    p.add_argument("--data", action="append", required=True, metavar="DIR", help="manifest folder (and optional YOLO folders DIR:1 for backbone crops); repeatable")
+    p.add_argument("--data", action="append", metavar="DIR", help="manifest folder (and optional YOLO folders DIR:1 for backbone crops); repeatable")
     p.add_argument("--heads", default="all", help="all, or comma-separated head names (default all)")
     p.add_argument("--model", metavar="BUNDLE", help="bundle with the trained detector (default: a new bundle)")
-    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    p.add_argument("--out", metavar="BUNDLE", help="bundle folder to write")
     p.add_argument("--backbone-epochs", type=non_negative_int, default=4, help="epochs of crop training for the backbone; 0 keeps it as is (default 4)")
     p.add_argument("--epochs", type=positive_int, default=40, help="most epochs per head (early stopping ends sooner)")
     p.add_argument("--change-cues", choices=["on", "off"],
@@ -216,6 +240,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    "(default: as the --model bundle has it); heads not retrained here leave the bundle when this changes")
     p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--eval", metavar="DIR", help="instead of training, score the --model bundle's heads (default: the shipped "
+                   "bundle) on still regions of a YOLO image folder: its smoke boxes against background (DIR:1 = class 1 is smoke)")
+    p.add_argument("--threshold", type=probability, help="probability a region must reach with --eval (default: the bundle's decision threshold)")
+    p.add_argument("--device", help="device for --eval (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_verifier)
 
@@ -240,6 +268,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--change-cues", action="store_true",
                    help="train heads that also read how each region changed over its window (extractor.change_cues); "
                    "off by default, as in the shipped bundle")
+    p.add_argument("--positive-jitter", type=non_negative_int, default=0,
+                   help="extra backbone positives per smoke box, shifted and rescaled as proposals sit on a plume (default 0)")
+    p.add_argument("--detector-positives", action="store_true",
+                   help="also teach the backbone the detector's own boxes on plumes as smoke (off by default)")
     p.add_argument("--tune-clips", type=positive_int, default=300, help="clips the head and decision rule are picked on (default 300)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
@@ -263,6 +295,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
+        positive_jitter=args.positive_jitter, detector_positives=args.detector_positives,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )
     report = train_default(recipe, progress=None if not args.quiet else False)

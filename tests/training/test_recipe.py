@@ -67,7 +67,7 @@ def test_a_detector_stage_from_an_older_default_gets_todays_backbone_and_heads()
     assert all(head(torch.zeros(1, 2, fresh.window_dim)).shape[0] == 1 for head in fresh.heads.values())
 
 
-def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_config):
+def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_config, make_yolo_folder):
     """The one documented command, end to end on tiny models and clips: every stage runs, the heads
     learn from the extra clips only they see, the rule is tuned, scores are written; a second run
     reuses the detector and backbone stages and keeps the first bundle unless it scores better."""
@@ -81,10 +81,15 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     monkeypatch.setattr(dataset, "write_dataset",
                         lambda request, progress=None: real_write(replace(request, size=(192, 128), frames=10, fps=5.0, workers=1), progress=False))
     monkeypatch.setattr(recipe_module, "default_config", lambda: tiny_config)
+    lookout = make_yolo_folder(tmp_path / "lookout", ["0 0.5 0.4 0.2 0.3\n"] * 3)  # a real validation folder, like val-real/hpwren
     recipe = DefaultRecipe(out=tmp_path / "out", work=tmp_path / "work", real=[], train_clips=6, train_seed=21, tune_clips=2, test_clips=2,
-                           head_clips=2, detector_epochs=1, detector_hours=None, backbone_epochs=1, head_epochs=1, frames_per_clip=2)
+                           head_clips=2, detector_epochs=1, detector_hours=None, backbone_epochs=1, head_epochs=1, frames_per_clip=2,
+                           validation=[lookout])
     report = train_default(recipe, progress=False)
     assert report["replaced"]
+    regions = report["metrics"]["regions:lookout"]
+    assert set(regions["heads"]) == set(HEAD_NAMES) and regions["heads"]["gru"]["smoke_regions"] == 3
+    assert report["metrics"]["detector:lookout"]["conf_0.1"]["images"] == 3
     assert TABLE_NAMES[report["head"]] in report["metrics"]["synthetic_test"]["item_level"]
     bundle = ModelBundle.load(tmp_path / "out")
     provenance = bundle.metadata.provenance
@@ -114,6 +119,14 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     bundle = ModelBundle.load(tmp_path / "cued")
     assert bundle.config.extractor.change_cues and bundle.metadata.provenance["recipe"]["change_cues"]
     assert all(head.spec.input_dim == bundle.feature_dim + CUE_DIM for head in bundle.heads.values())
+
+    # off-centre positives need a backbone of their own: the stage saved without them is not reused
+    train_default(replace(recipe, out=tmp_path / "jittered", positive_jitter=1, detector_positives=True), progress=False)
+    assert stages[0].stat().st_mtime_ns == saved[0] and stages[1].stat().st_mtime_ns != saved[1]
+    record = ModelBundle.load(tmp_path / "work" / "bundle-ext").metadata.provenance["extractor"]
+    assert record["positives"] == {"jitter": 1, "detector": True}
+    assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0
+    assert "positives" not in ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]
 
 
 def test_a_bundle_is_replaced_only_when_better_on_synthetic_clips_and_no_worse_on_real_ones():

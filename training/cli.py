@@ -153,7 +153,6 @@ def _default_model() -> Path:
 
 def _eval_regions(args: argparse.Namespace) -> int:
     """`train verifier --eval DIR`: the bundle's heads on still real regions of a YOLO image folder."""
-    from pipeline.bundle import ModelBundle
     from pipeline.engine import Engine
     from training.datasets import RealSet, read_yolo_folder
     from training.regions import score_regions
@@ -163,7 +162,7 @@ def _eval_regions(args: argparse.Namespace) -> int:
         raise ConfigError(f"--eval needs a YOLO image folder (images/ and labels/): {target.path} has no images/")
     model = Path(args.model) if args.model else _default_model()
     heads = None if args.heads == "all" else _parse_heads(args.heads)
-    engine = Engine(ModelBundle.load(model, heads=heads), device=args.device or "cpu", heads=heads)
+    engine = Engine.from_path(model, device=args.device or "cpu", heads=heads)
     images = read_yolo_folder(target.path, target.smoke_classes)
     scores = score_regions(engine, images, args.threshold, seed=args.seed, progress=None if not args.quiet else False)
     print(json.dumps({"data": str(target.path), "model": str(model), "deciding_head": engine.primary,

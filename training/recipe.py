@@ -117,7 +117,7 @@ def train_backbone_stage(
         "how": "trained from random initialisation as a smoke / not-smoke crop classifier (classifier layer then "
         "dropped); crops cut like the engine's tube crops; negatives include the trained detector's false positives",
         "seed": options.seed,
-        **({"positives": _positives(options)} if _positives(options) else {}),
+        **({"positives": positives} if (positives := _positives(options)) else {}),
         **report,
     }
     return report

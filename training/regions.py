@@ -72,7 +72,7 @@ def score_regions(engine: Engine, images: list[YoloImage], threshold: float | No
         if extra:
             x = torch.cat([x, x.new_zeros(*x.shape[:2], extra)], dim=2)
         for name, head in engine.heads.items():
-            probs[name].append(torch.sigmoid(head(x.float())).cpu().numpy())
+            probs[name].append(torch.sigmoid(head(x)).cpu().numpy())
 
     threshold = config.decision.threshold if threshold is None else threshold
     truth = crops.labels.astype(bool)

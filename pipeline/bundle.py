@@ -4,6 +4,7 @@
     detector.pt          detector architecture (as a dict), class names, weights
     extractor.pt         backbone name and weights
     heads/<name>.pt      one file per verifier head, each with the spec that rebuilds it
+    decision/track_scorer.json   the learned decision over region histories (optional; pipeline.scorer)
     metadata.json        format version, provenance, metrics, parameter counts, file hashes
 
 Weights are stored as plain tensors (loadable with ``weights_only=True``, so opening a bundle
@@ -29,6 +30,7 @@ from .config import HEAD_NAMES, PipelineConfig, dump_config, load_config
 from .cues import cue_dim
 from .errors import BundleError, SmokewatchError
 from .models import build_backbone, build_detector_network, detector_state, load_detector_weights
+from .scorer import SCORER_FILE, TrackScorer
 from .verifier import HeadSpec, RecurrentHead, build_head, count_parameters
 
 FORMAT_VERSION = 1
@@ -70,6 +72,7 @@ class ModelBundle:
     heads: dict[str, RecurrentHead]
     metadata: BundleMetadata = field(default_factory=BundleMetadata)
     path: Path | None = None
+    scorer: TrackScorer | None = None
 
     @classmethod
     def create(cls, config: PipelineConfig, heads: list[str] | None = None, **metadata: Any) -> "ModelBundle":
@@ -140,17 +143,22 @@ class ModelBundle:
                 staging / "heads" / f"{name}.pt",
                 {"format": HEAD_FORMAT, "spec": head.spec.model_dump(), "state_dict": _tensors(head, half)},
             )
+        if self.scorer is not None:
+            files[SCORER_FILE] = self.scorer.save(staging / SCORER_FILE)
         (staging / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        if path.is_dir():
+            for old in path.rglob("*"):
+                rel = old.relative_to(path).as_posix()
+                owned = rel in ("config.yaml", "metadata.json", SCORER_FILE) or rel.startswith("heads/") or rel in files
+                if old.is_file() and not owned:
+                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(old, staging / rel)
+                    if rel in self.metadata.files:  # a carried export stays listed, so its hash is still checked
+                        files[rel] = staging / rel
         self.metadata.parameters = self.parameter_counts()
         self.metadata.files = {rel: _sha256(p) for rel, p in files.items()}
         (staging / "metadata.json").write_text(self.metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
         if path.is_dir():
-            for old in path.rglob("*"):
-                rel = old.relative_to(path).as_posix()
-                owned = rel in ("config.yaml", "metadata.json") or rel.startswith("heads/") or rel in files
-                if old.is_file() and not owned:
-                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(old, staging / rel)
             retired = path.parent / f".{path.name}.old"
             if retired.exists():
                 shutil.rmtree(retired)
@@ -201,8 +209,13 @@ class ModelBundle:
         backbone, dim = built.module, built.dim
         _load_state(backbone, ex["state_dict"], path / "extractor.pt")
 
+        scorer = TrackScorer.load(path / SCORER_FILE) if (path / SCORER_FILE).is_file() else None
+        if config.decision.scorer_threshold is not None and scorer is None:
+            raise BundleError(f"bundle {path}: config.yaml sets decision.scorer_threshold but {SCORER_FILE} is missing")
         available = sorted(p.stem for p in (path / "heads").glob("*.pt")) if (path / "heads").is_dir() else []
         wanted = heads or available
+        if heads and scorer is not None and config.decision.scorer_threshold is not None:
+            wanted = list(dict.fromkeys([*heads, *scorer.heads]))  # the scorer reads these heads too
         missing = [h for h in wanted if h not in available]
         if missing:
             raise BundleError(
@@ -228,7 +241,7 @@ class ModelBundle:
             head = build_head(spec)
             _load_state(head, blob["state_dict"], path / "heads" / f"{name}.pt")
             loaded[name] = head.eval()
-        return cls(config, detector.network.eval(), detector.names, backbone, dim, loaded, metadata, path)
+        return cls(config, detector.network.eval(), detector.names, backbone, dim, loaded, metadata, path, scorer)
 
 
 def _tensors(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:

@@ -186,6 +186,14 @@ class DecisionConfig(StrictModel):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="p(smoke) at or above which a window is verified.")
     confirm_k: int = Field(1, ge=1, description="A region is confirmed when k of its last n windows are verified.")
     confirm_n: int = Field(1, ge=1, description="n in the k-of-n confirmation rule.")
+    scorer_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="When set, a region is confirmed when the bundle's track scorer (decision/track_scorer.json, "
+        "trained by `smokewatch train decision`) gives its history so far at least this p(smoke), instead of the "
+        "k-of-n rule; windows are still verified at `threshold`. null: the k-of-n rule.",
+    )
 
     @model_validator(mode="after")
     def _k_le_n(self) -> "DecisionConfig":

@@ -1,9 +1,11 @@
 """From window probabilities to confirmed regions and a clip verdict.
 
 A window is *verified* when p(smoke) reaches the threshold. A region is *confirmed* when k of
-its last n windows were verified. The clip score is defined so that it agrees with the verdict:
-for each region, the k-th highest probability among any n consecutive windows; the clip is smoke
-exactly when the best region's score reaches the threshold.
+its last n windows were verified, or, when the config names a scorer threshold, when the bundle's
+track scorer (pipeline.scorer) gives the region's history so far at least that probability. The
+clip score agrees with the verdict: under the k-of-n rule, for each region, the k-th highest
+probability among any n consecutive windows; under the scorer, the scorer's probability; the clip
+is smoke exactly when the best region's score reaches the confirming threshold.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from .config import DecisionConfig
+from .errors import ConfigError
+from .scorer import TrackEvidence, TrackHistory, TrackScorer
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +24,7 @@ class Verdict:
 
     verified: bool
     confirmed: bool
-    score: float  # k-th highest p over the region's last n windows
+    score: float  # k-th highest p over the region's last n windows, or the track scorer's p
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,21 +36,43 @@ class Confirmation:
 
 
 class RegionDecider:
-    """Keeps the last n probabilities of every region and the best score seen."""
+    """Keeps the last n probabilities (or the scorer's history) of every region and the best score seen."""
 
-    def __init__(self, config: DecisionConfig) -> None:
+    def __init__(self, config: DecisionConfig, scorer: TrackScorer | None = None) -> None:
+        if config.scorer_threshold is not None and scorer is None:
+            raise ConfigError("decision.scorer_threshold is set but the model bundle has no track scorer "
+                              "(train one with smokewatch train decision, or set it to null)")
         self.config = config
+        self.scorer = scorer if config.scorer_threshold is not None else None
         self._recent: dict[int, deque[float]] = {}
+        self._histories: dict[int, TrackHistory] = {}
         self.best_score = 0.0
         self.first_confirmed: Confirmation | None = None
 
-    def update(self, track_id: int, prob: float, frame_index: int, time_s: float) -> Verdict:
+    @property
+    def confirm_threshold(self) -> float:
         cfg = self.config
-        recent = self._recent.setdefault(track_id, deque(maxlen=cfg.confirm_n))
-        recent.append(prob)
-        ranked = sorted(recent, reverse=True)
-        score = ranked[cfg.confirm_k - 1] if len(ranked) >= cfg.confirm_k else 0.0
-        confirmed = score >= cfg.threshold
+        return cfg.scorer_threshold if self.scorer is not None and cfg.scorer_threshold is not None else cfg.threshold
+
+    def update(
+        self, track_id: int, prob: float, frame_index: int, time_s: float, evidence: TrackEvidence | None = None
+    ) -> Verdict:
+        """Decide one window. `evidence` (every loaded head's p and the box) is needed when the
+        track scorer decides."""
+        cfg = self.config
+        if self.scorer is not None:
+            if evidence is None:
+                raise ValueError("the track scorer needs each window's evidence")
+            history = self._histories.get(track_id)
+            if history is None:
+                history = self._histories[track_id] = self.scorer.history()
+            score = self.scorer.probability(history.push(evidence))
+        else:
+            recent = self._recent.setdefault(track_id, deque(maxlen=cfg.confirm_n))
+            recent.append(prob)
+            ranked = sorted(recent, reverse=True)
+            score = ranked[cfg.confirm_k - 1] if len(ranked) >= cfg.confirm_k else 0.0
+        confirmed = score >= self.confirm_threshold
         self.best_score = max(self.best_score, score)
         if confirmed and self.first_confirmed is None:
             self.first_confirmed = Confirmation(frame_index, time_s)
@@ -54,8 +80,9 @@ class RegionDecider:
 
     def forget(self, live_track_ids: set[int]) -> None:
         """Drop state of regions the tube builder no longer follows."""
-        for track_id in [t for t in self._recent if t not in live_track_ids]:
-            del self._recent[track_id]
+        for state in (self._recent, self._histories):
+            for track_id in [t for t in state if t not in live_track_ids]:
+                del state[track_id]
 
     @property
     def verdict(self) -> str:

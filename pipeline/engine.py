@@ -45,6 +45,7 @@ from .motion import MotionProposer
 from .motion import merge as merge_proposals
 from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequest, WindowResult
 from .sampler import Sampler
+from .scorer import TrackEvidence
 from .sources import FrameSource, expected_kept_frames, open_source
 from .tubes import TubeBuilder
 
@@ -68,6 +69,20 @@ class SessionStep:
     prepared: Prepared | None = None
 
 
+def _scorer_heads(bundle: ModelBundle, config: PipelineConfig, names: list[str], available) -> list[str]:
+    """`names` plus the heads the track scorer reads, when it decides: its features need every one
+    of them for every window. Refuses a scorer threshold on a bundle without a scorer."""
+    if config.decision.scorer_threshold is None:
+        return names
+    if bundle.scorer is None:
+        raise BundleError("decision.scorer_threshold is set but the model bundle has no track scorer "
+                          "(train one with smokewatch train decision, or set it to null)")
+    absent = [h for h in bundle.scorer.heads if h not in available]
+    if absent:
+        raise BundleError(f"the track scorer reads head {', '.join(absent)}, which is not loaded")
+    return list(dict.fromkeys([*names, *bundle.scorer.heads]))
+
+
 class Engine:
     """Networks of one bundle on one device. Not thread-safe: use one engine per worker thread."""
 
@@ -88,7 +103,7 @@ class Engine:
         half = self.config.runtime.half and self.device.type == "cuda" and self.backend == "torch"
         dtype = torch.float16 if half else torch.float32
 
-        names = list(heads) if heads is not None else list(bundle.heads)
+        names = _scorer_heads(bundle, self.config, list(heads) if heads is not None else list(bundle.heads), bundle.heads)
         unknown = [h for h in names if h not in bundle.heads]
         if unknown:
             raise BundleError(f"the model bundle has no head {', '.join(unknown)} (it has {', '.join(bundle.heads)})")
@@ -137,7 +152,7 @@ class Engine:
         honour per-request settings cheaply. Network-shaping settings must not differ."""
         view = copy.copy(self)
         view.config = config
-        names = list(heads) if heads is not None else [h for h in self.heads]
+        names = _scorer_heads(self.bundle, config, list(heads) if heads is not None else list(self.heads), self.heads)
         missing = [h for h in names if h not in self.heads]
         if missing:
             raise BundleError(f"head {', '.join(missing)} is not loaded (loaded: {', '.join(self.heads)})")
@@ -386,7 +401,7 @@ class Session:
         self.thumbs: dict[tuple[int, tuple[int, int, int, int]], np.ndarray] | None = (
             {} if self.config.extractor.change_cues else None
         )
-        self.decider = RegionDecider(self.config.decision)
+        self.decider = RegionDecider(self.config.decision, engine.bundle.scorer)
         self.times = StageTimes(heads={name: 0.0 for name in engine.heads})
         self._images: dict[int, np.ndarray] = {}
         self._next_seq = 0
@@ -433,7 +448,8 @@ class Session:
                 head_probs = {name: probs[name][index] for name in engine.heads}
                 index += 1
                 p = head_probs[engine.primary] if engine.primary else 0.0
-                verdict = self.decider.update(req.track_id, p, frame.index, frame.time_s)
+                evidence = TrackEvidence(head_probs, req.box) if self.decider.scorer else None
+                verdict = self.decider.update(req.track_id, p, frame.index, frame.time_s, evidence)
                 x1, y1, x2, y2 = req.region
                 windows.append(
                     WindowResult(
@@ -447,6 +463,7 @@ class Session:
                         verified=verdict.verified,
                         confirmed=verdict.confirmed,
                         head_probs=head_probs,
+                        score=verdict.score,
                     )
                 )
             results.append(FrameResult(frame=frame, seq=seq, detections=dets, windows=windows))

@@ -124,6 +124,9 @@ class WindowResult:
     verified: bool
     confirmed: bool
     head_probs: dict[str, float] = field(default_factory=dict)
+    # the decision's score of the region at this window: the track scorer's p when it decides,
+    # else the k-of-n rule's k-th highest p; `confirmed` is this score reaching its threshold
+    score: float = 0.0
 
     def to_json(self) -> dict:
         return {

@@ -89,3 +89,18 @@ def test_a_replaced_onnx_file_fails_the_hash_check(exported, tmp_path):
     shutil.copyfile(copy / "extractor.onnx", copy / "detector.onnx")
     with pytest.raises(BundleError, match="detector.onnx does not match"):
         ModelBundle.load(copy)
+
+
+def test_saving_over_an_exported_bundle_keeps_its_exports_listed(exported, tmp_path):
+    """Adding a track scorer (or anything else) saves the bundle again; the exports made from the
+    same weights must stay listed, so their hashes are still checked and the ONNX backend still runs."""
+    path = tmp_path / "copy"
+    shutil.copytree(exported[0], path)
+    bundle = ModelBundle.load(path)
+    bundle.metadata.description = "saved again"
+    bundle.save(path)
+    meta = json.loads((path / "metadata.json").read_text())
+    assert all(meta["files"][name] == exported[1]["files"][name] for name in ONNX_FILES.values())
+    (path / ONNX_FILES["detector"]).write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="does not match the hash"):
+        ModelBundle.load(path)

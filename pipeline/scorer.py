@@ -1,0 +1,203 @@
+"""The track scorer: a learned decision over a region's whole history.
+
+The k-of-n rule looks at the last few probabilities of one head. What tells a plume from a cloud
+or a fog bank is often elsewhere in the tube's history: a plume stays anchored to its source while
+it grows, a cloud drifts across, and heads that disagree on a window are less sure than heads that
+agree. The scorer turns each region's history so far into a fixed set of numbers (several heads'
+recent, peak and mean probabilities; how far the box has moved and grown since the region
+appeared) and scores them with gradient-boosted trees trained by `smokewatch train decision`.
+
+Left out on purpose, because they describe our synthetic footage rather than smoke: where the
+region sits in the frame, the detector's confidence (the detector is far surer of synthetic plumes
+than of real ones, so trees that trusted it learnt a habit real cameras break) and how many windows
+the region has lasted (dropping it scored better on the tuning clips, out of fold). The trees are
+stored as plain JSON arrays (decision/track_scorer.json in a bundle) and evaluated here in pure
+Python, so a bundle never needs pickled code or a particular scikit-learn to be read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+from .records import Box
+
+SCORER_FORMAT = "smokewatch-track-scorer"
+SCORER_FILE = "decision/track_scorer.json"
+RECENT = 3  # windows in the "recent" part of a history (the shipped k-of-n rule's n)
+
+PER_HEAD = ("recent_second", "recent_mean", "peak", "mean")
+SHARED = ("heads_peak", "heads_mean", "heads_recent_mean")
+GEOMETRY = ("shift_x", "shift_y", "abs_shift_x", "base_shift", "log_growth", "aspect")
+
+
+def feature_names(heads: tuple[str, ...] | list[str]) -> list[str]:
+    """Names of the scorer's inputs, in order, for a scorer that reads these heads."""
+    return [f"{h}:{name}" for h in heads for name in PER_HEAD] + list(SHARED) + list(GEOMETRY)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvidence:
+    """What one window adds to its region's history."""
+
+    head_probs: dict[str, float]
+    box: Box
+
+
+@dataclass
+class TrackHistory:
+    """Running summaries of one region, updated in constant time per window."""
+
+    heads: tuple[str, ...]
+    count: int = 0
+    first: Box | None = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))
+    peaks: list[float] = field(default_factory=list)
+    sums: list[float] = field(default_factory=list)
+    mean_peak: float = 0.0
+    mean_sum: float = 0.0
+
+    def push(self, evidence: TrackEvidence) -> list[float]:
+        """Add a window and return the features of the history up to and including it."""
+        try:
+            probs = [float(evidence.head_probs[h]) for h in self.heads]
+        except KeyError as exc:
+            raise BundleError(f"the track scorer reads head {exc.args[0]}, which did not run") from None
+        if self.first is None:
+            self.first = evidence.box
+            self.peaks = list(probs)
+            self.sums = [0.0] * len(probs)
+        self.count += 1
+        self.recent.append(probs)
+        self.peaks = [max(a, b) for a, b in zip(self.peaks, probs)]
+        self.sums = [a + b for a, b in zip(self.sums, probs)]
+        across = sum(probs) / len(probs)
+        self.mean_peak = max(self.mean_peak, across)
+        self.mean_sum += across
+
+        features: list[float] = []
+        recent = list(self.recent)
+        for i in range(len(self.heads)):
+            values = sorted(r[i] for r in recent)
+            features += [
+                values[-min(2, len(values))],
+                sum(values) / len(values),
+                self.peaks[i],
+                self.sums[i] / self.count,
+            ]
+        recent_mean = sum(sum(r) / len(r) for r in recent) / len(recent)
+        features += [self.mean_peak, self.mean_sum / self.count, recent_mean]
+        return features + _movement(self.first, evidence.box)
+
+
+def _movement(first: Box, box: Box) -> list[float]:
+    """Movement and growth since the region appeared, in units of its first size."""
+    w0, h0 = max(first.x2 - first.x1, 1.0), max(first.y2 - first.y1, 1.0)
+    w, h = max(box.x2 - box.x1, 1.0), max(box.y2 - box.y1, 1.0)
+    scale = math.sqrt(w0 * h0)
+    dx = ((box.x1 + box.x2) - (first.x1 + first.x2)) / 2 / scale
+    dy = ((box.y1 + box.y2) - (first.y1 + first.y2)) / 2 / scale
+    base = abs(box.y2 - first.y2) / scale  # a plume's base stays at its source
+    return [dx, dy, abs(dx), base, math.log((w * h) / (w0 * h0)), h / w]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One regression tree: node arrays as scikit-learn lays them out (left/right -1 at leaves)."""
+
+    feature: list[int]
+    threshold: list[float]
+    left: list[int]
+    right: list[int]
+    value: list[float]
+
+    def predict(self, x: list[float]) -> float:
+        node = 0
+        left, right, feature, threshold = self.left, self.right, self.feature, self.threshold
+        while left[node] != -1:
+            node = left[node] if x[feature[node]] <= threshold[node] else right[node]
+        return self.value[node]
+
+
+@dataclass(frozen=True)
+class TrackScorer:
+    """Boosted trees over track features: p = sigmoid(init + rate * sum of tree outputs)."""
+
+    heads: tuple[str, ...]
+    init: float
+    learning_rate: float
+    trees: tuple[Tree, ...]
+    features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        expected = tuple(feature_names(self.heads))
+        if self.features and self.features != expected:
+            raise BundleError(
+                "the track scorer was trained on other features than this smokewatch computes "
+                f"({len(self.features)} named, {len(expected)} expected); retrain it with smokewatch train decision"
+            )
+        if not self.features:
+            object.__setattr__(self, "features", expected)
+        width = len(expected)
+        for tree in self.trees:
+            if any(f >= width for f, left in zip(tree.feature, tree.left) if left != -1):
+                raise BundleError("the track scorer refers to a feature it does not have")
+
+    def history(self) -> TrackHistory:
+        return TrackHistory(self.heads)
+
+    def probability(self, features: list[float]) -> float:
+        # scikit-learn compares float32 inputs with float64 thresholds; rounding the same way
+        # keeps a value that sits on a threshold on the side the trees were trained with.
+        features = np.asarray(features, dtype=np.float32).tolist()
+        raw = self.init + self.learning_rate * sum(tree.predict(features) for tree in self.trees)
+        return 1.0 / (1.0 + math.exp(-raw)) if raw > -700 else 0.0
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        return {
+            "format": SCORER_FORMAT,
+            "heads": list(self.heads),
+            "features": list(self.features),
+            "init": self.init,
+            "learning_rate": self.learning_rate,
+            "trees": [
+                {"feature": t.feature, "threshold": t.threshold, "left": t.left, "right": t.right, "value": t.value}
+                for t in self.trees
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, blob: dict, origin: str = "track scorer") -> "TrackScorer":
+        if not isinstance(blob, dict) or blob.get("format") != SCORER_FORMAT:
+            raise BundleError(f"{origin} is not a {SCORER_FORMAT} file")
+        try:
+            trees = tuple(
+                Tree([int(v) for v in t["feature"]], [float(v) for v in t["threshold"]], [int(v) for v in t["left"]],
+                     [int(v) for v in t["right"]], [float(v) for v in t["value"]])
+                for t in blob["trees"]
+            )
+            return cls(tuple(blob["heads"]), float(blob["init"]), float(blob["learning_rate"]), trees,
+                       tuple(blob.get("features", ())))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{origin} is malformed: {exc}") from None
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json()) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "TrackScorer":
+        try:
+            blob = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{path} cannot be read as a track scorer: {exc}") from None
+        return cls.from_json(blob, str(path))

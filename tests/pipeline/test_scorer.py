@@ -1,0 +1,135 @@
+"""The track scorer: features of a region's history, its file, its place in the bundle and engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.bundle import ModelBundle
+from pipeline.config import DecisionConfig
+from pipeline.decision import RegionDecider
+from pipeline.errors import BundleError, ConfigError
+from pipeline.records import Box
+from pipeline.scorer import SCORER_FILE, TrackEvidence, TrackHistory, TrackScorer, Tree, feature_names
+
+
+def _evidence(p: float, box: Box, q: float | None = None) -> TrackEvidence:
+    return TrackEvidence({"lstm": p, "gru": p if q is None else q}, box)
+
+
+def _named(features: list[float], heads=("lstm", "gru")) -> dict[str, float]:
+    return dict(zip(feature_names(heads), features))
+
+
+def test_history_features_say_how_a_region_scored_moved_and_grew():
+    history = TrackHistory(("lstm", "gru"))
+    history.push(_evidence(0.2, Box(10, 20, 30, 40)))
+    history.push(_evidence(0.9, Box(10, 10, 30, 40), q=0.5))
+    last = _named(history.push(_evidence(0.6, Box(20, 0, 40, 40))))
+    assert len(last) == len(feature_names(("lstm", "gru")))
+    assert last["lstm:peak"] == pytest.approx(0.9) and last["gru:peak"] == pytest.approx(0.6)
+    assert last["lstm:mean"] == pytest.approx((0.2 + 0.9 + 0.6) / 3)
+    assert last["lstm:recent_second"] == pytest.approx(0.6)  # second highest of the last three
+    assert last["heads_peak"] == pytest.approx(0.7)  # (0.9 + 0.5) / 2 at the second window
+    # a plume's base stays put while it grows upward: the box doubled in height, its bottom fixed
+    assert last["base_shift"] == 0.0 and last["shift_y"] == pytest.approx(-10 / 20)
+    assert last["shift_x"] == pytest.approx(10 / 20) and last["abs_shift_x"] == pytest.approx(10 / 20)
+    assert last["log_growth"] == pytest.approx(np.log(2.0)) and last["aspect"] == pytest.approx(2.0)
+
+
+def _one_split_scorer(feature: str, at: float, heads=("lstm", "gru")) -> TrackScorer:
+    """A single stump: far above p 0.5 when `feature` > `at`, far below otherwise."""
+    index = feature_names(heads).index(feature)
+    return TrackScorer(heads, 0.0, 1.0, (Tree([index, -2, -2], [at, -2.0, -2.0], [1, -1, -1], [2, -1, -1], [-0.0, -20.0, 20.0]),))
+
+
+def test_the_scorer_decides_instead_of_the_k_of_n_rule():
+    scorer = _one_split_scorer("gru:peak", 0.9)  # smoke once the GRU has been sure of a region
+    decider = RegionDecider(DecisionConfig(threshold=0.5, confirm_k=3, confirm_n=3, scorer_threshold=0.5), scorer)
+    box = Box(0, 0, 10, 10)
+    verdicts = [decider.update(7, p, i, i / 4, _evidence(0.6, box, q=p)) for i, p in enumerate((0.3, 0.95, 0.4))]
+    assert [v.confirmed for v in verdicts] == [False, True, True]  # not 3 of 3: the scorer decides
+    assert [v.verified for v in verdicts] == [False, True, False]  # windows are still verified by p >= threshold
+    assert decider.first_confirmed.frame == 1 and decider.best_score > 0.99
+    other = decider.update(8, 0.4, 3, 0.75, _evidence(0.6, box, q=0.4))  # each region has its own history
+    assert not other.confirmed
+    decider.forget({8})
+    assert not decider.update(7, 0.4, 4, 1.0, _evidence(0.6, box, q=0.4)).confirmed  # a forgotten region starts again
+
+
+def test_a_scorer_threshold_without_a_scorer_is_refused():
+    with pytest.raises(ConfigError, match="no track scorer"):
+        RegionDecider(DecisionConfig(scorer_threshold=0.5))
+    scorer = _one_split_scorer("gru:peak", 0.9)
+    rule = RegionDecider(DecisionConfig(threshold=0.5), scorer)  # no scorer threshold: the rule decides
+    assert rule.update(1, 0.6, 0, 0.0).confirmed
+
+
+def test_scorer_files_round_trip_and_bad_ones_are_refused(tmp_path):
+    scorer = _one_split_scorer("lstm:peak", 0.5)
+    path = scorer.save(tmp_path / "s.json")
+    again = TrackScorer.load(path)
+    assert again == scorer
+    features = [0.0] * len(feature_names(("lstm", "gru")))
+    assert again.probability(features) < 1e-6
+    blob = json.loads(path.read_text())
+    for broken, complaint in (
+        ({**blob, "format": "other"}, "not a smokewatch-track-scorer"),
+        ({**blob, "features": blob["features"][:-1]}, "other features"),
+        ({k: v for k, v in blob.items() if k != "trees"}, "malformed"),
+    ):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(BundleError, match=complaint):
+            TrackScorer.load(path)
+    path.write_text("{not json")
+    with pytest.raises(BundleError, match="cannot be read"):
+        TrackScorer.load(path)
+
+
+def test_a_bundle_keeps_its_scorer_and_loads_the_heads_it_reads(tiny_bundle_dir, tmp_path):
+    bundle = ModelBundle.load(tiny_bundle_dir)
+    bundle.scorer = _one_split_scorer("gru:peak", 0.9, heads=("lstm", "gru"))
+    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": 0.5})
+    out = bundle.save(tmp_path / "scored")
+    assert SCORER_FILE in json.loads((out / "metadata.json").read_text())["files"]
+    loaded = ModelBundle.load(out, heads=["lstm"])
+    assert loaded.scorer == bundle.scorer and sorted(loaded.heads) == ["gru", "lstm"]
+
+    (out / SCORER_FILE).write_text((out / SCORER_FILE).read_text().replace("20.0", "21.0"))
+    with pytest.raises(BundleError, match="does not match the hash"):
+        ModelBundle.load(out)
+    (out / SCORER_FILE).unlink()
+    with pytest.raises(BundleError, match="scorer_threshold"):
+        ModelBundle.load(out, verify=False)
+
+    # saving without a scorer removes the old file instead of carrying it over
+    bundle.scorer = None
+    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": None})
+    bundle.save(out)
+    assert not (out / SCORER_FILE).exists() and ModelBundle.load(out).scorer is None
+
+
+def test_the_engine_confirms_regions_with_the_scorer(tiny_bundle_dir, clip_path):
+    from pipeline.engine import Engine
+
+    bundle = ModelBundle.load(tiny_bundle_dir)
+    with pytest.raises(BundleError, match="no track scorer"):
+        Engine(bundle, config=bundle.config.with_overrides({"decision.scorer_threshold": 0.5}))
+    # A stump just below or just above the GRU's p on this clip: the scorer, not the rule (which
+    # would confirm every window at threshold 0), says whether it is smoke.
+    rule = bundle.config.with_overrides({"decision.threshold": 0.0, "decision.confirm_k": 1, "decision.confirm_n": 1})
+    p = max(w.head_probs["gru"] for w in Engine(bundle, config=rule).detect(clip_path).windows)
+    for at, expected in ((p - 1e-4, "smoke"), (p + 1e-4, "no_smoke")):
+        bundle.scorer = _one_split_scorer("gru:peak", at, heads=("gru", "deep-gru"))
+        bundle.config = rule.with_overrides({"decision.scorer_threshold": 0.5})
+        engine = Engine(bundle, heads=["lstm"])
+        assert set(engine.heads) == {"lstm", "gru", "deep-gru"}  # the scorer's heads run too
+        clip = engine.detect(clip_path)
+        assert clip.windows and clip.verdict == expected
+        assert all(w.confirmed == (expected == "smoke") and w.verified for w in clip.windows)
+        assert clip.score == pytest.approx(1.0 if expected == "smoke" else 0.0, abs=1e-6)
+    assert set(engine.with_config(bundle.config, heads=["lstm"]).heads) == {"lstm", "gru", "deep-gru"}
+    with pytest.raises(BundleError, match="not loaded"):
+        engine.with_config(bundle.config, heads=["bilstm"])

@@ -204,6 +204,33 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_decision(args: argparse.Namespace) -> int:
+    """Run the bundle over the tuning clips once with every head the scorer reads, then fit it."""
+    from pipeline.bundle import ModelBundle
+    from pipeline.engine import Engine
+    from service.cli import resolve_model
+    from training.datasets import read_items
+    from training.evaluation.command import parse_heads
+    from training.evaluation.runner import run_items
+    from training.recipe import train_decision_stage
+
+    items = read_items(args.data)  # a malformed manifest stops here, naming its row
+    bundle = ModelBundle.load(resolve_model(args.model))
+    heads = parse_heads(args.heads, list(bundle.heads))
+    missing = [h for h in heads if h not in bundle.heads]
+    if missing or not heads:
+        raise ConfigError(f"the bundle has no head {', '.join(missing) or '(none asked for)'} (it has {', '.join(bundle.heads)})")
+    config = bundle.config.with_overrides({"decision.scorer_threshold": None})  # the heads' probabilities are what is needed
+    engine = Engine(bundle, device=args.device, heads=heads, config=config)
+    traces = run_items(engine, items, progress=None if not args.quiet else False)
+    record = train_decision_stage(bundle, traces, Path(args.data), heads, args.seed)
+    record["command"] = (f"smokewatch train decision --data {args.data} --model {bundle.path} --heads {','.join(heads)} "
+                         f"--seed {args.seed}")
+    bundle.save(args.out)
+    print(json.dumps({"bundle": str(args.out), **record}, indent=2, default=str))
+    return 0
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train the detector, the backbone and verifier heads, or the default bundle")
     tsub = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
@@ -246,6 +273,16 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_verifier)
 
+    p = tsub.add_parser("decision", help="train the track scorer: a learned decision over each region's history")
+    p.add_argument("--data", required=True, metavar="DIR", help="manifest folder of labelled tuning clips (not the clips you test on)")
+    p.add_argument("--model", metavar="BUNDLE", help="bundle whose heads the scorer reads (default: the shipped bundle)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write (the bundle with the scorer switched on)")
+    p.add_argument("--heads", default="all", help="heads the scorer reads: all, or comma-separated names (default all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", help="device for the engine (default: the bundle's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_decision)
+
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     p = tsub.add_parser("default", help="build the shipped default bundle: synthetic data, detector, backbone, six heads, scores")
     p.add_argument("--out", metavar="BUNDLE", help="where to write it (default: the shipped bundle folder)")
@@ -271,6 +308,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="extra backbone positives per smoke box, shifted and rescaled as proposals sit on a plume (default 0)")
     p.add_argument("--detector-positives", action="store_true",
                    help="also teach the backbone the detector's own boxes on plumes as smoke (off by default)")
+    p.add_argument("--no-track-scorer", dest="track_scorer", action="store_false",
+                   help="decide with the tuned k-of-n rule only; by default the track scorer is fitted on the tuning clips "
+                   "and decides when it beats the rule there")
     p.add_argument("--tune-clips", type=positive_int, default=300, help="clips the head and decision rule are picked on (default 300)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
@@ -294,7 +334,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
-        positive_jitter=args.positive_jitter, detector_positives=args.detector_positives,
+        positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )
     report = train_default(recipe, progress=None if not args.quiet else False)

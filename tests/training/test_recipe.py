@@ -128,6 +128,12 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0
     assert "positives" not in ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]
 
+    # the track scorer: two tuning clips are too few to fit one, so the rule decides and the record says why
+    bundle = ModelBundle.load(tmp_path / "out")
+    assert "track scorer" not in report["metrics"]["synthetic_test"]["item_level"]
+    assert bundle.scorer is None and bundle.config.decision.scorer_threshold is None
+    assert "two smoke and two no-smoke" in bundle.metadata.provenance["track_scorer"]["reason"]
+
 
 def test_a_bundle_is_replaced_only_when_better_on_synthetic_clips_and_no_worse_on_real_ones():
     from training.recipe import keep_reason, real_items_right

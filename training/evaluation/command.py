@@ -102,7 +102,7 @@ def run_evaluate(request: EvaluateRequest) -> tuple[str, dict[str, Path]]:
 
     engine = Engine(bundle, device=request.device, heads=heads, config=config)
     traces = run_items(engine, items, progress=request.progress)
-    evaluation = score_traces(traces, heads, config.decision, vote)
+    evaluation = score_traces(traces, heads, config.decision, vote, bundle.scorer)
 
     files = bundle.metadata.files
     info = RunInfo(

@@ -24,6 +24,7 @@ RowKind = Literal["verifier", "baseline"]
 
 DETECTOR_ROW = "detector"
 VOTE_ROW = "frame-vote"
+SCORER_ROW = "track-scorer"
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,10 @@ def table_text(evaluation: Evaluation, info: RunInfo) -> str:
         f"extractor {info.model.get('extractor')}",
         f"device: {env.get('device')} ({env.get('device_name')}), torch {env.get('libraries', {}).get('torch')}",
         f"decision: threshold {evaluation.decision.threshold}, {evaluation.decision.confirm_k} of "
-        f"{evaluation.decision.confirm_n} windows; frame vote: {evaluation.vote.min_votes} of {evaluation.vote.frames} "
+        f"{evaluation.decision.confirm_n} windows"
+        + (f" (the heads' rows); the track scorer confirms at p >= {evaluation.decision.scorer_threshold}"
+           if evaluation.decision.scorer_threshold is not None else "")
+        + f"; frame vote: {evaluation.vote.min_votes} of {evaluation.vote.frames} "
         f"frames, mean confidence > {evaluation.vote.threshold}",
     ]
     for level in (info.level, *(lv for lv in LEVELS if lv != info.level)):

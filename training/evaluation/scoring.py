@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import HEAD_NAMES, DecisionConfig
+from pipeline.scorer import TrackScorer
 from pipeline.verifier import TABLE_NAMES
 from training.metrics import (
     DetectionDelay,
@@ -26,25 +27,33 @@ from training.metrics import (
 )
 
 from .baselines import detector_alone, frame_vote
-from .decisions import verifier_decision
-from .records import DETECTOR_ROW, VOTE_ROW, ItemDecision, ItemOutcome, ItemTrace, RowResult, RowSpec, VoteOptions
+from .decisions import scorer_decision, verifier_decision
+from .records import DETECTOR_ROW, SCORER_ROW, VOTE_ROW, ItemDecision, ItemOutcome, ItemTrace, RowResult, RowSpec, VoteOptions
 
 
-def row_specs(heads: Sequence[str], vote: VoteOptions) -> list[RowSpec]:
-    """The table's rows: the evaluated heads in the lecture's order, then the two baselines."""
+def row_specs(heads: Sequence[str], vote: VoteOptions, scorer: bool = False) -> list[RowSpec]:
+    """The table's rows: the evaluated heads in the lecture's order, the track scorer when it
+    decides, then the two baselines."""
     rows = [RowSpec(name, TABLE_NAMES[name], "verifier") for name in HEAD_NAMES if name in heads]
+    if scorer:
+        rows.append(RowSpec(SCORER_ROW, "track scorer", "verifier"))
     rows.append(RowSpec(DETECTOR_ROW, "detector alone", "baseline"))
     rows.append(RowSpec(VOTE_ROW, f"frame vote (n={vote.frames})", "baseline"))
     return rows
 
 
 def decide_item(
-    trace: ItemTrace, specs: Sequence[RowSpec], decision: DecisionConfig, vote: VoteOptions
+    trace: ItemTrace, specs: Sequence[RowSpec], decision: DecisionConfig, vote: VoteOptions,
+    scorer: TrackScorer | None = None,
 ) -> dict[str, ItemDecision]:
     """Every row's decisions on one item."""
     out: dict[str, ItemDecision] = {}
     for spec in specs:
-        if spec.kind == "verifier":
+        if spec.key == SCORER_ROW:
+            if scorer is None:
+                raise ValueError("the track scorer's row needs a scorer")
+            out[spec.key] = scorer_decision(trace, spec.key, decision, scorer)
+        elif spec.kind == "verifier":
             out[spec.key] = verifier_decision(trace, spec.key, decision)
         elif spec.key == DETECTOR_ROW:
             out[spec.key] = detector_alone(trace)
@@ -116,10 +125,14 @@ class Evaluation:
 
 
 def score_traces(
-    traces: Sequence[ItemTrace], heads: Sequence[str], decision: DecisionConfig, vote: VoteOptions
+    traces: Sequence[ItemTrace], heads: Sequence[str], decision: DecisionConfig, vote: VoteOptions,
+    scorer: TrackScorer | None = None,
 ) -> Evaluation:
-    specs = row_specs(heads, vote)
-    decisions = [decide_item(t, specs, decision, vote) for t in traces]
+    """Every row on every item. With a `scorer` (used when decision.scorer_threshold is set) the
+    table gains the track scorer's row; the traces must hold the probabilities of its heads."""
+    use = scorer if decision.scorer_threshold is not None else None
+    specs = row_specs(heads, vote, scorer=use is not None)
+    decisions = [decide_item(t, specs, decision, vote, use) for t in traces]
     outcomes = [{key: item_outcome(t, d) for key, d in per.items()} for t, per in zip(traces, decisions)]
     rows = [score_row(spec, traces, decisions) for spec in specs]
     return Evaluation(specs, rows, list(traces), decisions, outcomes, decision, vote)

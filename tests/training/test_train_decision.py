@@ -1,0 +1,86 @@
+"""Training the track scorer: exported trees, threshold choice, and `smokewatch train decision`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.bundle import ModelBundle
+from pipeline.scorer import feature_names
+from service.cli import main
+from training.scorer import export_scorer, pick_threshold
+from training.synth.dataset import SynthRequest, write_dataset
+
+
+def test_exported_trees_give_scikit_learns_probabilities():
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    heads = ("lstm", "gru")
+    rng = np.random.default_rng(0)
+    x = rng.random((400, len(feature_names(heads)))).astype(np.float32)
+    y = (x[:, 2] + 0.3 * x[:, -3] + 0.1 * rng.random(400)) > 0.7
+    model = GradientBoostingClassifier(n_estimators=25, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=0).fit(x, y)
+    scorer = export_scorer(model, heads, x)
+    ours = np.array([scorer.probability(row.tolist()) for row in x])
+    np.testing.assert_allclose(ours, model.predict_proba(x)[:, 1], rtol=0, atol=1e-9)
+
+
+def test_the_threshold_is_the_one_with_the_best_f1_then_the_best_tnr():
+    truth = np.array([True, True, True, False, False, False])
+    # all three plumes and one false alarm (F1 0.86) beats two plumes and none (F1 0.8)
+    threshold, scores = pick_threshold(np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1]), truth)
+    assert threshold == 0.3 and (scores.tp, scores.fp) == (3, 1)
+    # among thresholds that separate the clips equally well, the highest (the quietest) is taken
+    threshold, scores = pick_threshold(np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), truth)
+    assert threshold == 0.7 and scores.f1 == 1.0
+
+
+@pytest.fixture(scope="module")
+def tuning_clips(tmp_path_factory):
+    out = tmp_path_factory.mktemp("decision") / "tune"
+    write_dataset(SynthRequest(out, clips=8, seed=31, size=(192, 128), frames=12, fps=6.0, workers=1), progress=False)
+    return out
+
+
+def test_train_decision_fits_a_scorer_that_the_bundle_then_decides_with(tiny_bundle_dir, tuning_clips, tmp_path, capsys):
+    out = tmp_path / "scored"
+    assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(tiny_bundle_dir), "--out", str(out),
+                 "--heads", "lstm,gru", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bundle = ModelBundle.load(out)
+    assert bundle.scorer is not None and bundle.scorer.heads == ("lstm", "gru")
+    assert bundle.config.decision.scorer_threshold == report["threshold"]
+    record = bundle.metadata.provenance["track_scorer"]
+    assert record["clips"] == 8 and 0 < record["positive_samples"] < record["samples"]
+    assert record["rule_on_same_clips"]["head"] == bundle.config.verifier.head
+    assert sum(record["item_scores_out_of_fold"][k] for k in ("tp", "fp", "tn", "fn")) == 8
+
+    evaluated = tmp_path / "eval"
+    assert main(["evaluate", str(tuning_clips), "--model", str(out), "--heads", "lstm", "--out", str(evaluated),
+                 "--level", "item", "--no-plots", "-q"]) == 0
+    results = json.loads((evaluated / "results.json").read_text())
+    rows = {row["key"]: row for row in results["rows"]}
+    assert set(rows) == {"lstm", "track-scorer", "detector", "frame-vote"}
+    assert sum(rows["track-scorer"]["item"][k] for k in ("tp", "fp", "tn", "fn")) == 8
+    assert "track scorer" in (evaluated / "table.md").read_text()
+
+    # retraining a head the scorer reads leaves a scorer that would misread it: it leaves the bundle
+    retrained = tmp_path / "retrained"
+    assert main(["train", "verifier", "--data", str(tuning_clips), "--model", str(out), "--out", str(retrained),
+                 "--heads", "gru", "--backbone-epochs", "0", "--epochs", "1", "--cache", str(tmp_path / "cache"), "-q"]) == 0
+    bundle = ModelBundle.load(retrained)
+    assert bundle.scorer is None and bundle.config.decision.scorer_threshold is None
+    assert "track_scorer" not in bundle.metadata.provenance
+
+
+def test_train_decision_refuses_clips_it_cannot_learn_from(tiny_bundle_dir, tmp_path, capsys):
+    only_smoke = tmp_path / "smoke"
+    write_dataset(SynthRequest(only_smoke, clips=3, seed=5, size=(192, 128), frames=8, fps=6.0, workers=1, kind="smoke"), progress=False)
+    assert main(["train", "decision", "--data", str(only_smoke), "--model", str(tiny_bundle_dir), "--out", str(tmp_path / "x"), "-q"]) != 0
+    assert "at least two smoke and two no-smoke clips" in capsys.readouterr().err
+    assert main(["train", "decision", "--data", str(only_smoke), "--model", str(tiny_bundle_dir), "--out", str(tmp_path / "x"),
+                 "--heads", "lstm,nope"]) != 0
+    assert "unknown verifier head nope" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,161 @@
+"""Training the track scorer (pipeline.scorer) on the engine's traces of labelled clips.
+
+Each window of each region becomes one sample: the features of the region's history up to that
+window, labelled smoke when the region holds a ground-truth plume at that frame (or, for items
+without per-frame boxes, when the frame shows smoke). The threshold is picked on out-of-fold
+scores, folds split by clip, so it is chosen on clips the trees did not learn from; the final trees
+are then fitted on every clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import SmokewatchError
+from pipeline.scorer import TrackEvidence, TrackHistory, TrackScorer, Tree, feature_names
+from training.metrics import BinaryScores, binary_scores
+
+from .datasets import frame_boxes
+from .windows import MIN_OVERLAP, _overlap
+
+TREES = 150
+LEARNING_RATE = 0.05
+DEPTH = 3
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.01))
+
+
+class ScorerError(SmokewatchError):
+    """The track scorer cannot be trained on what it was given."""
+
+
+@dataclass
+class TrackSamples:
+    """One row per window: its history's features, its label, and the item it came from."""
+
+    features: np.ndarray  # (N, F) float32
+    labels: np.ndarray  # (N,) bool
+    items: np.ndarray  # (N,) index of the trace
+
+
+@dataclass
+class ScorerFit:
+    """A trained scorer, its threshold, and how it did on clips it had not learnt from."""
+
+    scorer: TrackScorer
+    threshold: float
+    out_of_fold: BinaryScores  # item level, at `threshold`, each clip scored by trees that never saw it
+    samples: int
+    positives: int
+    folds: int
+
+    def to_json(self) -> dict:
+        return {
+            "heads": list(self.scorer.heads),
+            "threshold": self.threshold,
+            "trees": len(self.scorer.trees),
+            "learning_rate": self.scorer.learning_rate,
+            "depth": DEPTH,
+            "samples": self.samples,
+            "positive_samples": self.positives,
+            "folds": self.folds,
+            "item_scores_out_of_fold": self.out_of_fold.to_json(),
+        }
+
+
+def track_samples(traces: Sequence, heads: Sequence[str]) -> TrackSamples:
+    """Replay every trace's windows through fresh histories, as the engine's decider does."""
+    rows: list[list[float]] = []
+    labels: list[bool] = []
+    items: list[int] = []
+    for index, trace in enumerate(traces):
+        histories: dict = {}
+        width, height = trace.source.width, trace.source.height
+        for window in trace.windows:
+            history = histories.get(window.track_id)
+            if history is None:
+                history = histories[window.track_id] = TrackHistory(tuple(heads))
+            rows.append(history.push(TrackEvidence(window.head_probs, window.box)))
+            labels.append(_on_smoke(trace.item, window, width, height))
+            items.append(index)
+    width = len(feature_names(heads))
+    return TrackSamples(
+        np.asarray(rows, dtype=np.float32).reshape(-1, width), np.asarray(labels, dtype=bool), np.asarray(items, dtype=int)
+    )
+
+
+def _on_smoke(item, window, width: int, height: int) -> bool:
+    if not item.smoke_at(window.frame_index):
+        return False
+    boxes = frame_boxes(item, window.frame_index, width, height)
+    if boxes is None:  # no per-frame boxes: the frame's truth is all we know
+        return True
+    region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
+    return any(_overlap(region, b) >= MIN_OVERLAP for b in boxes)
+
+
+def _classifier(seed: int):
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    return GradientBoostingClassifier(
+        n_estimators=TREES, learning_rate=LEARNING_RATE, max_depth=DEPTH, subsample=0.8, random_state=seed
+    )
+
+
+def export_scorer(model, heads: Sequence[str], example: np.ndarray) -> TrackScorer:
+    """A fitted GradientBoostingClassifier as plain trees. The starting log-odds is read off the
+    model's own decision function (minus what the trees add), so no private attribute is used."""
+    trees = []
+    for estimator in model.estimators_[:, 0]:
+        t = estimator.tree_
+        trees.append(Tree(
+            [int(v) for v in t.feature], [float(v) for v in t.threshold], [int(v) for v in t.children_left],
+            [int(v) for v in t.children_right], [float(v) for v in t.value[:, 0, 0]],
+        ))
+    row = example[:1]
+    added = sum(float(e.predict(row)[0]) for e in model.estimators_[:, 0])
+    init = float(model.decision_function(row)[0]) - model.learning_rate * added
+    return TrackScorer(tuple(heads), init, float(model.learning_rate), tuple(trees))
+
+
+def item_scores(window_scores: np.ndarray, items: np.ndarray, count: int) -> np.ndarray:
+    """An item's score is its best window's: the engine says smoke as soon as one region reaches it."""
+    out = np.zeros(count)
+    np.maximum.at(out, items, window_scores)
+    return out
+
+
+def pick_threshold(scores: np.ndarray, truth: np.ndarray) -> tuple[float, BinaryScores]:
+    """The threshold with the best item F1; ties go to the higher TNR, then the higher threshold."""
+    best = None
+    for threshold in THRESHOLDS:
+        result = binary_scores(truth, scores >= threshold)
+        key = (round(result.f1, 6), round(result.tnr, 6), threshold)
+        if best is None or key > best[0]:
+            best = (key, threshold, result)
+    return float(best[1]), best[2]
+
+
+def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, folds: int = 5) -> ScorerFit:
+    from sklearn.model_selection import GroupKFold
+
+    truth = np.array([t.item.is_smoke for t in traces], dtype=bool)
+    if truth.sum() < 2 or (~truth).sum() < 2:
+        raise ScorerError(f"the track scorer needs at least two smoke and two no-smoke clips (got {int(truth.sum())} "
+                          f"and {int((~truth).sum())})")
+    samples = track_samples(traces, heads)
+    if samples.labels.all() or not samples.labels.any():
+        raise ScorerError("the clips gave windows of only one kind (smoke or not): nothing to learn a decision from")
+    folds = min(folds, len(traces))
+    out_of_fold = np.zeros(len(samples.labels))
+    for train, held in GroupKFold(folds).split(samples.features, samples.labels, samples.items):
+        if samples.labels[train].all() or not samples.labels[train].any():
+            raise ScorerError("a fold of the tuning clips holds windows of only one kind; use more clips")
+        model = _classifier(seed).fit(samples.features[train], samples.labels[train])
+        out_of_fold[held] = model.predict_proba(samples.features[held])[:, 1]
+    threshold, scores = pick_threshold(item_scores(out_of_fold, samples.items, len(traces)), truth)
+    model = _classifier(seed).fit(samples.features, samples.labels)
+    scorer = export_scorer(model, heads, samples.features)
+    return ScorerFit(scorer, threshold, scores, len(samples.labels), int(samples.labels.sum()), folds)

@@ -199,7 +199,10 @@ class Settings(BaseSettings):
         '{"decision.threshold": 0.6, "detector.conf": 0.1}.',
     )
     alert_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="p(smoke) at or above which a window counts for the alert rule; unset: the bundle's decision.threshold."
+        None, ge=0.0, le=1.0, description="p(smoke) at or above which a window counts for the alert rule; unset: the "
+        "bundle's confirming threshold. With a track scorer (decision.scorer_threshold, as in the default bundle) a "
+        "window's p is the scorer's p for its region and the default is decision.scorer_threshold; without one, the "
+        "deciding head's p and decision.threshold."
     )
     alert_confirm_k: int = Field(2, ge=1, description="An alert opens when k of the last n processed frames had a counting window.")
     alert_confirm_n: int = Field(3, ge=1, description="n of the k-of-n alert rule.")

@@ -55,7 +55,7 @@ class Region(BaseModel):
     detector_conf: float = Field(description="Detector confidence in this frame (0 when it missed).")
     smoke_prob: float = Field(description="p(smoke) from the deciding verifier head.")
     verified: bool = Field(description="smoke_prob reached the threshold.")
-    confirmed: bool = Field(description="The k-of-n rule confirmed the region at this window.")
+    confirmed: bool = Field(description="The decision (the track scorer, or the k-of-n rule without one) confirmed the region at this window.")
 
 
 class StageSeconds(BaseModel):
@@ -135,10 +135,12 @@ class DetectResult(BaseModel):
 
     verdict: Literal["smoke", "no_smoke"]
     score: float = Field(
-        description="Clip score under the k-of-n rule (decision.confirm_k of decision.confirm_n): for each region, the "
-        "k-th highest p(smoke) among its last n windows, taken at every frame; the score is the best of these over all "
-        "regions and frames (0 when no region had k windows). The verdict is smoke exactly when the score reaches the "
-        "threshold. Only with k = 1 is it the highest p(smoke) of any window (regions[].smoke_prob)."
+        description="Clip score of the bundle's decision, so that the verdict is smoke exactly when it reaches the "
+        "confirming threshold. With a track scorer (decision.scorer_threshold set, as in the default bundle): the "
+        "highest p(smoke) the scorer gave any region's history. Under the k-of-n rule (decision.confirm_k of "
+        "decision.confirm_n): for each region, the k-th highest p(smoke) among its last n windows, taken at every "
+        "frame, the best of these over all regions and frames (0 when no region had k windows); only with k = 1 is it "
+        "the highest p(smoke) of any window (regions[].smoke_prob)."
     )
     first_smoke_frame: int | None = Field(description="Frame where smoke was first confirmed; null without smoke.")
     first_smoke_time_s: float | None = Field(description="Its time in the source, seconds.")

@@ -34,7 +34,7 @@ def add_monitor_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=positive_float, metavar="S", help="seconds between frames taken from each source (default: SMOKEWATCH_STREAM_INTERVAL_S or 5)")
     p.add_argument("--loop", action="store_true", help="play video files in a loop (demos)")
     p.add_argument("--fast", action="store_true", help="read video files as fast as inference allows instead of at their own rate (nothing is dropped)")
-    p.add_argument("--threshold", type=probability, metavar="P", help="alert threshold on p(smoke) (default: the bundle's decision.threshold)")
+    p.add_argument("--threshold", type=probability, metavar="P", help="alert threshold on p(smoke) (default: the bundle's: decision.scorer_threshold with a track scorer, else decision.threshold)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a pipeline config value, e.g. detector.conf=0.1")
     p.add_argument("--webhook", action="append", metavar="URL", help="POST every event to this URL (repeatable)")
     p.add_argument("--data-dir", metavar="DIR", help="folder for the event database, snapshots and clips (default: SMOKEWATCH_DATA_DIR or ~/.local/share/smokewatch)")

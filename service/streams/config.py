@@ -36,7 +36,7 @@ class AlertOverrides(_Strict):
 
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="p(smoke) at or above which a window counts, while no alert is open; "
-        "unset: alert_threshold, else the bundle's decision.threshold."
+        "unset: alert_threshold, else the bundle's confirming threshold (see alert_threshold)."
     )
     confirm_k: int | None = Field(None, ge=1, description="An alert opens when k of the last n processed frames had a counting window.")
     confirm_n: int | None = Field(None, ge=1, description="n of the k-of-n rule.")

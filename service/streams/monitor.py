@@ -294,8 +294,11 @@ class StreamWorker:
             self._geometry = size
         result = self.session.process([Frame(index=grab.index, time_s=grab.time_s, image=image)])[-1]
         annotated = draw_result(result)
+        # With a track scorer a window counts by its region's score, which weighs the region's whole
+        # history; with the k-of-n rule by the deciding head's p (the policy does its own k of n).
+        scored = engine.config.decision.scorer_threshold is not None
         windows = [
-            Window(w.smoke_prob, w.track_id, (w.box.x1, w.box.y1, w.box.x2, w.box.y2), w.detector_conf)
+            Window(w.score if scored else w.smoke_prob, w.track_id, (w.box.x1, w.box.y1, w.box.x2, w.box.y2), w.detector_conf)
             for w in result.windows
         ]
         with self._alert_lock:
@@ -452,7 +455,8 @@ class Monitor:
         with self._lock:
             if self.stopping.is_set():
                 return
-            self.bundle_threshold = config.decision.threshold
+            decision = config.decision
+            self.bundle_threshold = decision.scorer_threshold if decision.scorer_threshold is not None else decision.threshold
             self.lanes = [Lane(self, engine, i) for i, engine in enumerate(engines)]
             for lane in self.lanes:
                 lane.thread.start()

@@ -302,3 +302,29 @@ def test_monitor_command_names_an_unreadable_file_and_exits_non_zero(tmp_path, c
     assert err.getvalue().endswith(errors[0] + "\n")  # the last line said
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["type"] for line in lines] == ["event.opened", "event.closed"]  # the good file was still watched
+
+
+def test_with_a_track_scorer_windows_count_by_their_regions_score(tmp_path, clips, tiny_bundle_dir):
+    """The scorer below says every region is smoke (p ~ 1) while the random head says p < 0.5: the
+    alert opens at the bundle's scorer threshold because windows count by the scorer's p."""
+    from pipeline.scorer import TrackScorer, Tree, feature_names
+
+    bundle = ModelBundle.load(tiny_bundle_dir, heads=["lstm"])
+    peak = feature_names(("lstm",)).index("lstm:peak")
+    bundle.scorer = TrackScorer(("lstm",), 0.0, 1.0, (Tree([peak, -2, -2], [-1.0, -2.0, -2.0], [1, -1, -1], [2, -1, -1], [0.0, -20.0, 20.0]),))
+    bundle.config = bundle.config.with_overrides({"decision.threshold": 0.5, "decision.scorer_threshold": 0.6})
+    settings = settings_for(tmp_path, clips, alert_threshold=None)
+    store = EventStore(settings.resolved_data_dir)
+    notifier = Notifier(store, DeliveryPolicy(backoff_s=0.05, backoff_max_s=0.2)).start()
+    monitor = Monitor(settings, store, notifier, base_url="http://smokewatch.test")
+    try:
+        monitor.add(StreamSpec(id="scored", url=str(clips / "plume.mp4"), interval_s=0.25, realtime=False), origin="config")
+        monitor.start(bundle)
+        assert monitor.bundle_threshold == 0.6
+        wait_until(lambda: monitor.all_ended, 30)
+        (event,) = monitor.store.list_events()
+        assert event.max_score > 0.99
+    finally:
+        monitor.close()
+        notifier.close()
+        store.close()

@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.bundle import DEFAULT_BUNDLE, ModelBundle  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 
-from feature_reuse import synthetic_clip  # noqa: E402
+from feature_reuse import run_alternately  # noqa: E402
 
 
 def main() -> int:
@@ -43,14 +42,7 @@ def main() -> int:
     if engines["plain"].config.extractor.change_cues or not engines["cues"].config.extractor.change_cues:
         parser.error("--plain must be a bundle without change cues and --cues one with them")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(args.clip) if args.clip else synthetic_clip(Path(tmp) / "clip")
-        runs: dict[str, list] = {name: [] for name in engines}
-        for engine in engines.values():
-            engine.detect(clip, progress=False)  # warm-up
-        for _ in range(args.repeats):
-            for name, engine in engines.items():
-                runs[name].append(engine.detect(clip, progress=False))
+    runs = run_alternately(engines, args.clip, args.repeats)
 
     report = {}
     for name, results in runs.items():

@@ -35,6 +35,20 @@ def synthetic_clip(folder: Path) -> Path:
     return folder / "clips" / "synth_00000.mp4"
 
 
+def run_alternately(engines: dict, clip: str | None, repeats: int) -> dict[str, list]:
+    """Each engine on the same clip (default: :func:`synthetic_clip`), once to warm up, then
+    `repeats` times in turn, so that what else the machine does falls on all of them alike."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(clip) if clip else synthetic_clip(Path(tmp) / "clip")
+        runs: dict[str, list] = {name: [] for name in engines}
+        for engine in engines.values():
+            engine.detect(path, progress=False)  # warm-up
+        for _ in range(repeats):
+            for name, engine in engines.items():
+                runs[name].append(engine.detect(path, progress=False))
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="bundle folder (default: shipped bundle, else random weights)")

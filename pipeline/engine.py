@@ -103,7 +103,8 @@ class Engine:
         half = self.config.runtime.half and self.device.type == "cuda" and self.backend == "torch"
         dtype = torch.float16 if half else torch.float32
 
-        names = _scorer_heads(bundle, self.config, list(heads) if heads is not None else list(bundle.heads), bundle.heads)
+        names = list(heads) if heads is not None else list(bundle.heads)
+        names = _scorer_heads(bundle, self.config, names, bundle.heads)
         unknown = [h for h in names if h not in bundle.heads]
         if unknown:
             raise BundleError(f"the model bundle has no head {', '.join(unknown)} (it has {', '.join(bundle.heads)})")

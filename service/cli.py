@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
     p.add_argument("--annotate", metavar="OUT.mp4", help="write the kept frames with boxes and p(smoke) drawn")
     p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N (default: the bundle's setting)")
-    p.add_argument("--head", metavar="NAME", help="verifier head to decide with (must be in the bundle)")
+    p.add_argument("--head", metavar="NAME", help="verifier head whose p(smoke) each window reports, and which decides under the k-of-n rule "
+                   "(a bundle with a track scorer decides with the scorer; --set decision.scorer_threshold=null for the rule)")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. decision.threshold=0.7"
     )

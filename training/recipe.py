@@ -350,7 +350,8 @@ def scores_of_traces(bundle: ModelBundle, data: Path, traces: list, heads: list[
     from .evaluation.records import VoteOptions
     from .evaluation.scoring import score_traces
 
-    evaluation = score_traces(traces, heads, bundle.config.decision, VoteOptions(frames=bundle.config.tubes.window), bundle.scorer)
+    vote = VoteOptions(frames=bundle.config.tubes.window)
+    evaluation = score_traces(traces, heads, bundle.config.decision, vote, bundle.scorer)
     deciding = deciding_row(bundle.config)
     return {
         "data": str(data),
@@ -520,7 +521,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
             bundle.save(work / "bundle-candidate")
             return {"replaced": False, "reason": reason, "candidate": str(work / "bundle-candidate"), "metrics": metrics}
     bundle.save(recipe.out)
-    return {"replaced": True, "bundle": str(recipe.out), "head": head, "decision": decision, "metrics": metrics}
+    return {"replaced": True, "bundle": str(recipe.out), "head": head, "decision": decision,
+            "scorer_threshold": bundle.config.decision.scorer_threshold, "metrics": metrics}
 
 
 def real_items_right(scores: dict) -> int:
@@ -579,6 +581,6 @@ def deciding_row(config: PipelineConfig) -> str:
 def _label(row: str) -> str:
     from pipeline.verifier import TABLE_NAMES
 
-    from .evaluation.records import SCORER_ROW
+    from .evaluation.records import SCORER_LABEL, SCORER_ROW
 
-    return "track scorer" if row == SCORER_ROW else TABLE_NAMES[row]
+    return SCORER_LABEL if row == SCORER_ROW else TABLE_NAMES[row]

@@ -25,7 +25,10 @@ class DetectOptions(BaseModel):
         None, gt=0, le=120, description="Frames per second kept from a video (sampling.fps); unset: the bundle's."
     )
     head: HeadName | None = Field(
-        None, description="Verifier head that decides (must be in the loaded bundle); unset: the bundle's."
+        None,
+        description="Verifier head whose p(smoke) each window reports, and which decides under the k-of-n rule (a "
+        "bundle with a track scorer, like the default one, decides with the scorer); must be in the loaded bundle; "
+        "unset: the bundle's.",
     )
     threshold: float | None = Field(
         None, ge=0, le=1, description="p(smoke) at or above which a window is verified (decision.threshold)."
@@ -53,9 +56,11 @@ class Region(BaseModel):
     box: list[float] = Field(description="Latest detector box [x1, y1, x2, y2] in source pixels.")
     region: list[float] = Field(description="Crop region the window was cut from [x1, y1, x2, y2].")
     detector_conf: float = Field(description="Detector confidence in this frame (0 when it missed).")
-    smoke_prob: float = Field(description="p(smoke) from the deciding verifier head.")
+    smoke_prob: float = Field(description="p(smoke) from the verifier head (the bundle's, or the one asked for).")
     verified: bool = Field(description="smoke_prob reached the threshold.")
-    confirmed: bool = Field(description="The decision (the track scorer, or the k-of-n rule without one) confirmed the region at this window.")
+    confirmed: bool = Field(
+        description="The decision (the track scorer, or the k-of-n rule without one) confirmed the region at this window."
+    )
 
 
 class StageSeconds(BaseModel):

@@ -25,6 +25,7 @@ RowKind = Literal["verifier", "baseline"]
 DETECTOR_ROW = "detector"
 VOTE_ROW = "frame-vote"
 SCORER_ROW = "track-scorer"
+SCORER_LABEL = "track scorer"
 
 
 @dataclass(frozen=True)

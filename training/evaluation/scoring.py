@@ -28,7 +28,18 @@ from training.metrics import (
 
 from .baselines import detector_alone, frame_vote
 from .decisions import scorer_decision, verifier_decision
-from .records import DETECTOR_ROW, SCORER_ROW, VOTE_ROW, ItemDecision, ItemOutcome, ItemTrace, RowResult, RowSpec, VoteOptions
+from .records import (
+    DETECTOR_ROW,
+    SCORER_LABEL,
+    SCORER_ROW,
+    VOTE_ROW,
+    ItemDecision,
+    ItemOutcome,
+    ItemTrace,
+    RowResult,
+    RowSpec,
+    VoteOptions,
+)
 
 
 def row_specs(heads: Sequence[str], vote: VoteOptions, scorer: bool = False) -> list[RowSpec]:
@@ -36,7 +47,7 @@ def row_specs(heads: Sequence[str], vote: VoteOptions, scorer: bool = False) -> 
     decides, then the two baselines."""
     rows = [RowSpec(name, TABLE_NAMES[name], "verifier") for name in HEAD_NAMES if name in heads]
     if scorer:
-        rows.append(RowSpec(SCORER_ROW, "track scorer", "verifier"))
+        rows.append(RowSpec(SCORER_ROW, SCORER_LABEL, "verifier"))
     rows.append(RowSpec(DETECTOR_ROW, "detector alone", "baseline"))
     rows.append(RowSpec(VOTE_ROW, f"frame vote (n={vote.frames})", "baseline"))
     return rows

@@ -214,7 +214,7 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     from training.evaluation.runner import run_items
     from training.recipe import train_decision_stage
 
-    items = read_items(args.data)  # a malformed manifest stops here, naming its row
+    items = [item for folder in args.data for item in read_items(folder)]  # a malformed manifest stops here
     bundle = ModelBundle.load(resolve_model(args.model))
     heads = parse_heads(args.heads, list(bundle.heads))
     missing = [h for h in heads if h not in bundle.heads]
@@ -223,9 +223,9 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     config = bundle.config.with_overrides({"decision.scorer_threshold": None})  # the heads' probabilities are what is needed
     engine = Engine(bundle, device=args.device, heads=heads, config=config)
     traces = run_items(engine, items, progress=None if not args.quiet else False)
-    record = train_decision_stage(bundle, traces, Path(args.data), heads, args.seed)
-    record["command"] = (f"smokewatch train decision --data {args.data} --model {bundle.path} --heads {','.join(heads)} "
-                         f"--seed {args.seed}")
+    record = train_decision_stage(bundle, traces, [Path(d) for d in args.data], heads, args.seed)
+    data = " ".join(f"--data {d}" for d in args.data)
+    record["command"] = f"smokewatch train decision {data} --model {bundle.path} --heads {','.join(heads)} --seed {args.seed}"
     bundle.save(args.out)
     print(json.dumps({"bundle": str(args.out), **record}, indent=2, default=str))
     return 0
@@ -274,7 +274,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_verifier)
 
     p = tsub.add_parser("decision", help="train the track scorer: a learned decision over each region's history")
-    p.add_argument("--data", required=True, metavar="DIR", help="manifest folder of labelled tuning clips (not the clips you test on)")
+    p.add_argument("--data", required=True, action="append", metavar="DIR",
+                   help="manifest folder of labelled clips the heads never learnt from, and not the clips you test on; repeatable")
     p.add_argument("--model", metavar="BUNDLE", help="bundle whose heads the scorer reads (default: the shipped bundle)")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write (the bundle with the scorer switched on)")
     p.add_argument("--heads", default="all", help="heads the scorer reads: all, or comma-separated names (default all)")

@@ -162,7 +162,7 @@ def train_verifier_stage(
     return record
 
 
-def train_decision_stage(bundle: ModelBundle, traces: list, data_dir: Path, heads: list[str], seed: int = 0) -> dict:
+def train_decision_stage(bundle: ModelBundle, traces: list, data_dirs: list[Path], heads: list[str], seed: int = 0) -> dict:
     """Fit the track scorer (training.scorer) on traces of labelled clips run with `heads`, put it
     in the bundle with the threshold picked out of fold, and record how it compares with the
     bundle's k-of-n rule on the same clips (the rule's figure is in-sample when the rule was tuned
@@ -177,7 +177,7 @@ def train_decision_stage(bundle: ModelBundle, traces: list, data_dir: Path, head
     rule_scores = score_traces(traces, [head], rule, VoteOptions(frames=bundle.config.tubes.window)).row(head).item
     bundle.scorer = fit.scorer
     bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": fit.threshold})
-    record = {"data": str(data_dir), "clips": len(traces), "seed": seed, **fit.to_json(),
+    record = {"data": [str(d) for d in data_dirs], "clips": len(traces), "seed": seed, **fit.to_json(),
               "rule_on_same_clips": {"head": head, "threshold": rule.threshold, "confirm_k": rule.confirm_k,
                                      "confirm_n": rule.confirm_n, **rule_scores.to_json()}}
     bundle.metadata.provenance["track_scorer"] = record
@@ -461,7 +461,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
         _log("decision: fitting the track scorer on the same tuning clips")
         try:
-            scorer = train_decision_stage(bundle, traces, tune_dir, list(HEAD_NAMES), recipe.seed)
+            scorer = train_decision_stage(bundle, traces, [tune_dir], list(HEAD_NAMES), recipe.seed)
             honest = scorer["item_scores_out_of_fold"]
             scorer["used"] = (honest["f1"], honest["tnr"]) > (tune_scores["f1"], tune_scores["tnr"])
         except ScorerError as exc:

@@ -1,11 +1,13 @@
 """Each verifier's own decisions, replayed from its probabilities for the shared windows.
 
-The engine decides with its primary head only; here every head gets a fresh
+The engine decides with its primary head (or its track scorer); here every head gets a fresh
 :class:`pipeline.decision.RegionDecider` (the same k-of-n rule and threshold the engine uses) fed
 with that head's p(smoke) for the same windows in the same order. So each head's item verdict
 and first confirmed frame are exactly what `smokewatch detect --head NAME` would report, without
 running detection and features six times. The track scorer's row replays the scorer the same way,
-from the probabilities of the heads it reads.
+from the probabilities of the heads it reads; its s/frame counts those heads but not the trees,
+which run in the engine's decision step that the table leaves out with the tube bookkeeping
+(bench/track_scorer.py measures both).
 """
 
 from __future__ import annotations

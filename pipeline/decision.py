@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .config import DecisionConfig
 from .errors import ConfigError
-from .scorer import TrackEvidence, TrackHistory, TrackScorer
+from .scorer import NO_SCORER, TrackEvidence, TrackHistory, TrackScorer
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +40,7 @@ class RegionDecider:
 
     def __init__(self, config: DecisionConfig, scorer: TrackScorer | None = None) -> None:
         if config.scorer_threshold is not None and scorer is None:
-            raise ConfigError("decision.scorer_threshold is set but the model bundle has no track scorer "
-                              "(train one with smokewatch train decision, or set it to null)")
+            raise ConfigError(NO_SCORER)
         self.config = config
         self.scorer = scorer if config.scorer_threshold is not None else None
         self._recent: dict[int, deque[float]] = {}

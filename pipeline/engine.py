@@ -45,7 +45,7 @@ from .motion import MotionProposer
 from .motion import merge as merge_proposals
 from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequest, WindowResult
 from .sampler import Sampler
-from .scorer import TrackEvidence
+from .scorer import NO_SCORER, TrackEvidence
 from .sources import FrameSource, expected_kept_frames, open_source
 from .tubes import TubeBuilder
 
@@ -75,8 +75,7 @@ def _scorer_heads(bundle: ModelBundle, config: PipelineConfig, names: list[str],
     if config.decision.scorer_threshold is None:
         return names
     if bundle.scorer is None:
-        raise BundleError("decision.scorer_threshold is set but the model bundle has no track scorer "
-                          "(train one with smokewatch train decision, or set it to null)")
+        raise BundleError(NO_SCORER)
     absent = [h for h in bundle.scorer.heads if h not in available]
     if absent:
         raise BundleError(f"the track scorer reads head {', '.join(absent)}, which is not loaded")

@@ -30,6 +30,8 @@ from .records import Box
 
 SCORER_FORMAT = "smokewatch-track-scorer"
 SCORER_FILE = "decision/track_scorer.json"
+NO_SCORER = ("decision.scorer_threshold is set but the model bundle has no track scorer "
+             "(train one with smokewatch train decision, or set it to null)")
 RECENT = 3  # windows in the "recent" part of a history (the shipped k-of-n rule's n)
 
 PER_HEAD = ("recent_second", "recent_mean", "peak", "mean")

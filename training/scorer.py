@@ -19,7 +19,7 @@ from pipeline.scorer import TrackEvidence, TrackHistory, TrackScorer, Tree, feat
 from training.metrics import BinaryScores, binary_scores
 
 from .datasets import frame_boxes
-from .windows import MIN_OVERLAP, _overlap
+from .windows import shows_smoke
 
 TREES = 150
 LEARNING_RATE = 0.05
@@ -88,12 +88,9 @@ def track_samples(traces: Sequence, heads: Sequence[str]) -> TrackSamples:
 
 def _on_smoke(item, window, width: int, height: int) -> bool:
     if not item.smoke_at(window.frame_index):
-        return False
-    boxes = frame_boxes(item, window.frame_index, width, height)
-    if boxes is None:  # no per-frame boxes: the frame's truth is all we know
-        return True
+        return False  # no need to read the frame's boxes
     region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
-    return any(_overlap(region, b) >= MIN_OVERLAP for b in boxes)
+    return shows_smoke(item, window.frame_index, region, frame_boxes(item, window.frame_index, width, height))
 
 
 def _classifier(seed: int):

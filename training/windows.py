@@ -115,11 +115,17 @@ class LabellingSession(Session):
         return stacked
 
     def _label(self, request: WindowRequest, frame_index: int, boxes) -> int:
-        if not self.item.smoke_at(frame_index):
-            return 0
-        if boxes is None:  # no per-frame boxes: the frame's truth is all we know
-            return 1
-        return int(any(_overlap(request.region, b) >= MIN_OVERLAP for b in boxes))
+        return int(shows_smoke(self.item, frame_index, request.region, boxes))
+
+
+def shows_smoke(item: ManifestItem, frame_index: int, region: tuple, boxes: list | None) -> bool:
+    """Whether a window's region shows smoke at its last frame: the frame shows smoke and the region
+    holds enough of one of its ground-truth boxes (`boxes`, from `frame_boxes`)."""
+    if not item.smoke_at(frame_index):
+        return False
+    if boxes is None:  # no per-frame boxes: the frame's truth is all we know
+        return True
+    return any(_overlap(region, b) >= MIN_OVERLAP for b in boxes)
 
 
 def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str) -> str:

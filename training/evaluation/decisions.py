@@ -28,15 +28,7 @@ def verifier_decision(trace: ItemTrace, head: str, config: DecisionConfig) -> It
     (`RegionDecider.forget`) cannot change a decision and is not needed here.
     """
     decider = RegionDecider(config.model_copy(update={"scorer_threshold": None}))
-    scores = np.array([w.head_probs[head] for w in trace.windows], dtype=float)
-    predicted = np.zeros(len(trace.windows), dtype=bool)
-    alarms: list[tuple[int, float]] = []
-    for i, (window, p) in enumerate(zip(trace.windows, scores)):
-        verdict = decider.update(window.track_id, float(p), window.frame_index, window.time_s)
-        predicted[i] = verdict.verified
-        if verdict.confirmed and (not alarms or alarms[-1][0] != window.frame_index):
-            alarms.append((window.frame_index, window.time_s))
-    return ItemDecision(head, predicted, scores, alarms, trace.times.heads.get(head, 0.0))
+    return _replay(trace, head, decider, head, trace.times.heads.get(head, 0.0))
 
 
 def scorer_decision(trace: ItemTrace, row: str, config: DecisionConfig, scorer: TrackScorer) -> ItemDecision:
@@ -44,15 +36,25 @@ def scorer_decision(trace: ItemTrace, row: str, config: DecisionConfig, scorer: 
     history so far scores at least decision.scorer_threshold; its score is the scorer's p."""
     if config.scorer_threshold is None:
         raise ValueError("the track scorer's row needs decision.scorer_threshold")
-    decider = RegionDecider(config, scorer)
+    seconds = sum(trace.times.heads.get(h, 0.0) for h in scorer.heads)
+    return _replay(trace, row, RegionDecider(config, scorer), None, seconds)
+
+
+def _replay(trace: ItemTrace, row: str, decider: RegionDecider, head: str | None, seconds: float) -> ItemDecision:
+    """Feed the trace's windows to `decider` in order. With a `head`, the k-of-n rule decides on its
+    p and a window counts when verified; without, the scorer decides and a window counts when its
+    region is confirmed."""
     scores = np.zeros(len(trace.windows))
     predicted = np.zeros(len(trace.windows), dtype=bool)
     alarms: list[tuple[int, float]] = []
     for i, window in enumerate(trace.windows):
-        evidence = TrackEvidence(window.head_probs, window.box)
-        verdict = decider.update(window.track_id, window.smoke_prob, window.frame_index, window.time_s, evidence)
-        scores[i], predicted[i] = verdict.score, verdict.confirmed
+        if head is not None:
+            verdict = decider.update(window.track_id, window.head_probs[head], window.frame_index, window.time_s)
+            scores[i], predicted[i] = window.head_probs[head], verdict.verified
+        else:
+            evidence = TrackEvidence(window.head_probs, window.box)
+            verdict = decider.update(window.track_id, window.smoke_prob, window.frame_index, window.time_s, evidence)
+            scores[i], predicted[i] = verdict.score, verdict.confirmed
         if verdict.confirmed and (not alarms or alarms[-1][0] != window.frame_index):
             alarms.append((window.frame_index, window.time_s))
-    seconds = sum(trace.times.heads.get(h, 0.0) for h in scorer.heads)
     return ItemDecision(row, predicted, scores, alarms, seconds)

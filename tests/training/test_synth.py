@@ -18,10 +18,12 @@ def test_same_seed_same_clip_other_seed_other_clip():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("kind", ["smoke", "smoke+negatives"])
 @pytest.mark.parametrize("style", ["classic", "lookout"])
 @pytest.mark.parametrize("index", range(6))
-def test_boxes_cover_the_smoke_that_is_drawn(index, style):
-    plan = plan_clip(11, index, SIZE, frames=16, kind="smoke", style=style)
+def test_boxes_cover_the_smoke_that_is_drawn(index, style, kind):
+    """With distractors too: fog, mist and haze drawn in front of a plume hide it from the label."""
+    plan = plan_clip(11, index, SIZE, frames=16, kind=kind, style=style)
     with_smoke = ClipRenderer(plan, with_smoke=True)
     without = ClipRenderer(plan, with_smoke=False)
     labelled = 0

@@ -2,8 +2,9 @@
 
 A plan is fully determined by (seed, index), so any clip of a dataset can be re-rendered alone,
 with or without its smoke, which is how tests check that labels match what is drawn. Boxes are
-measured from the plume's visible opacity after nearer ridges hide its base, then moved with the
-camera shake, so a label never claims smoke that cannot be seen.
+measured on the finished frame, as the difference smoke makes to it once nearer ridges, fog in
+front, haze, light, shake, lens and blur have had their say, so a label never claims smoke that
+cannot be seen (a plume lost in fog is no smoke, and a clip that shows none is a negative).
 """
 
 from __future__ import annotations
@@ -196,13 +197,6 @@ class ClipRenderer:
             d = np.hypot(xx - W / 2, yy - H / 2)
             edge = np.clip((radius - d) / max(1.5, 0.012 * W), 0, 1) * (1 - 0.45 * np.clip(d / radius, 0, 1) ** 6)
             self.lens = edge.astype(np.float32)
-        # what of the picture can show smoke: the image circle, less a privacy mosaic (it smears
-        # smoke below visibility, so nothing in it is labelled)
-        self.seen = None if self.lens is None and plan.camera.privacy is None else (
-            self.lens.copy() if self.lens is not None else np.ones((H, W), np.float32))
-        if plan.camera.privacy is not None:
-            px, py, pw, ph = self._privacy_block()
-            self.seen[py : py + ph, px : px + pw] = 0.0
         self.stages = {stage: [e for e in plan.effects if e.stage == stage] for stage in ("sky", "mid", "front", "global")}
         # Without effects in the sky, sky and far ridges never change: composite them once.
         self.static_far = None if self.stages["sky"] else plan.scene.sky * self.far_keep + self.far_rgb
@@ -226,43 +220,45 @@ class ClipRenderer:
         for effect in self.stages["mid"]:
             effect.apply(canvas, t)
 
-        boxes = []
+        # Smoke is composited onto this canvas; `clean` follows the same steps without it, so the
+        # label is measured on what the frame finally shows: nearer ridges, fog rolling in front,
+        # haze, light, vignette, shake, lens and blur all change how much of a plume can be seen.
+        clean, regions = None, []
         if self.with_smoke:
             for plume in plan.plumes:
                 drawn = plume.render(t, W, H)
                 if drawn is None:
                     continue
+                if clean is None:
+                    clean = canvas.copy()
                 (x1, y1, x2, y2), alpha, rgb = drawn
                 region = canvas[y1:y2, x1:x2]
-                # what a viewer sees is opacity times how much the smoke differs from what is behind it
-                contrast = np.abs(rgb - region).max(axis=2) / 255.0
                 region *= 1 - alpha[..., None]
                 region += alpha[..., None] * rgb
-                visible = alpha * contrast * (1 - self.near_alpha[y1:y2, x1:x2])
-                if self.seen is not None:
-                    visible = visible * self._seen_over(x1, y1, x2, y2, t)
-                ys, xs = np.nonzero(visible >= VISIBLE_CONTRAST)
-                if len(xs) >= MIN_VISIBLE_PIXELS and xs.max() - xs.min() + 1 >= MIN_BOX_SIDE and ys.max() - ys.min() + 1 >= MIN_BOX_SIDE:
-                    boxes.append((float(x1 + xs.min()), float(y1 + ys.min()), float(x1 + xs.max() + 1), float(y1 + ys.max() + 1)))
-
-        canvas *= self.near_keep
-        canvas += self.near_rgb
-        for effect in self.stages["front"]:
-            effect.apply(canvas, t)
-        for effect in self.stages["global"]:
-            effect.apply(canvas, t)
+                regions.append((x1, y1, x2, y2))
+        layers = [canvas] if clean is None else [canvas, clean]
 
         cam = plan.camera
-        canvas *= self.vignette
         dx, dy = (float(v) for v in cam.offsets[t])
-        if dx or dy:
-            matrix = np.float32([[1, 0, dx], [0, 1, dy]])
-            canvas = cv2.warpAffine(canvas, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            boxes = [(max(0.0, a + dx), max(0.0, b + dy), min(W, c + dx), min(H, d + dy)) for a, b, c, d in boxes]
-        if self.lens is not None:
-            canvas *= self.lens[..., None]
-        if cam.blur > 0.3:
-            canvas = cv2.GaussianBlur(canvas, (0, 0), cam.blur)
+        for i, layer in enumerate(layers):
+            layer *= self.near_keep
+            layer += self.near_rgb
+            for effect in self.stages["front"]:
+                effect.apply(layer, t)
+            for effect in self.stages["global"]:
+                effect.apply(layer, t)
+            layer *= self.vignette
+            if dx or dy:
+                matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+                layer = cv2.warpAffine(layer, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            if self.lens is not None:
+                layer *= self.lens[..., None]
+            if cam.blur > 0.3:
+                layer = cv2.GaussianBlur(layer, (0, 0), cam.blur)
+            layers[i] = layer
+        canvas = layers[0]
+        boxes = self._visible_boxes(canvas, layers[1], regions, dx, dy) if clean is not None else []
+
         # sensor noise, seeded per frame so it is the same with or without smoke
         noise = np.empty_like(canvas)
         cv2.setRNGSeed(int(plan.seed * 1_000_003 + plan.index * 7919 + t) % (2**31 - 1))
@@ -291,11 +287,19 @@ class ClipRenderer:
     def _privacy_block(self) -> tuple[int, int, int, int]:
         return tuple(int(f * s) for f, s in zip(self.plan.camera.privacy, (self.plan.width, self.plan.height) * 2))
 
-    def _seen_over(self, x1: int, y1: int, x2: int, y2: int, t: int) -> np.ndarray:
-        """How much of a scene region the camera shows at frame t: the scene shakes under the fixed
-        lens and mosaic, so the region is looked up where the shake moves it."""
-        dx, dy = (float(v) for v in self.plan.camera.offsets[t])
-        H, W = self.seen.shape
-        sy = np.clip(np.round(np.arange(y1, y2) + dy).astype(int), 0, H - 1)
-        sx = np.clip(np.round(np.arange(x1, x2) + dx).astype(int), 0, W - 1)
-        return self.seen[sy[:, None], sx[None, :]]
+    def _visible_boxes(self, smoky: np.ndarray, clean: np.ndarray, regions, dx: float, dy: float) -> list[tuple[float, float, float, float]]:
+        """One box per plume around the pixels where its smoke changes the frame by at least
+        VISIBLE_CONTRAST, looked for where shake and blur can have moved it."""
+        H, W = smoky.shape[:2]
+        margin = int(np.ceil(3 * self.plan.camera.blur + abs(dx) + abs(dy))) + 1
+        boxes = []
+        for x1, y1, x2, y2 in regions:
+            X1, Y1, X2, Y2 = max(0, x1 - margin), max(0, y1 - margin), min(W, x2 + margin), min(H, y2 + margin)
+            visible = np.abs(smoky[Y1:Y2, X1:X2] - clean[Y1:Y2, X1:X2]).max(axis=2) >= VISIBLE_CONTRAST * 255
+            if self.plan.camera.privacy is not None:  # the mosaic smears smoke below visibility
+                px, py, pw, ph = self._privacy_block()
+                visible[max(0, py - Y1) : max(0, py + ph - Y1), max(0, px - X1) : max(0, px + pw - X1)] = False
+            ys, xs = np.nonzero(visible)
+            if len(xs) >= MIN_VISIBLE_PIXELS and xs.max() - xs.min() + 1 >= MIN_BOX_SIDE and ys.max() - ys.min() + 1 >= MIN_BOX_SIDE:
+                boxes.append((float(X1 + xs.min()), float(Y1 + ys.min()), float(X1 + xs.max() + 1), float(Y1 + ys.max() + 1)))
+        return boxes

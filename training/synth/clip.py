@@ -23,7 +23,7 @@ SIZES = [(640, 360), (640, 480), (768, 432), (800, 450), (960, 540), (1024, 576)
 KINDS = ("smoke", "smoke+negatives", "negatives")
 STYLES = ("classic", "lookout")
 KIND_WEIGHTS = (0.3, 0.2, 0.5)  # half the clips hold smoke, half are hard negatives
-VISIBLE_CONTRAST = 0.06  # opacity x colour difference a person would call visible smoke (~11 grey levels)
+VISIBLE_CONTRAST = 0.06  # opacity x colour difference a person would call visible smoke (~15 grey levels)
 MIN_BOX_SIDE = 1
 MIN_VISIBLE_PIXELS = 1  # label every visible pixel: a box never hides smoke from the truth
 

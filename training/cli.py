@@ -223,9 +223,10 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     config = bundle.config.with_overrides({"decision.scorer_threshold": None})  # the heads' probabilities are what is needed
     engine = Engine(bundle, device=args.device, heads=heads, config=config)
     traces = run_items(engine, items, progress=None if not args.quiet else False)
-    record = train_decision_stage(bundle, traces, [Path(d) for d in args.data], heads, args.seed)
+    record = train_decision_stage(bundle, traces, [Path(d) for d in args.data], heads, args.seed, args.min_tnr)
     data = " ".join(f"--data {d}" for d in args.data)
-    record["command"] = f"smokewatch train decision {data} --model {bundle.path} --heads {','.join(heads)} --seed {args.seed}"
+    record["command"] = (f"smokewatch train decision {data} --model {bundle.path} --heads {','.join(heads)} --seed {args.seed}"
+                         f" --min-tnr {record['min_tnr']}")
     bundle.save(args.out)
     print(json.dumps({"bundle": str(args.out), **record}, indent=2, default=str))
     return 0
@@ -279,6 +280,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="BUNDLE", help="bundle whose heads the scorer reads (default: the shipped bundle)")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write (the bundle with the scorer switched on)")
     p.add_argument("--heads", default="all", help="heads the scorer reads: all, or comma-separated names (default all)")
+    p.add_argument("--min-tnr", type=probability, default=None,
+                   help="the threshold keeps at least this TNR on the clips, out of fold, where any threshold can "
+                        "(default 0.95; 0 picks the best F1 alone)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", help="device for the engine (default: the bundle's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -162,16 +162,18 @@ def train_verifier_stage(
     return record
 
 
-def train_decision_stage(bundle: ModelBundle, traces: list, data_dirs: list[Path], heads: list[str], seed: int = 0) -> dict:
+def train_decision_stage(bundle: ModelBundle, traces: list, data_dirs: list[Path], heads: list[str], seed: int = 0,
+                         min_tnr: float | None = None) -> dict:
     """Fit the track scorer (training.scorer) on traces of labelled clips run with `heads`, put it
-    in the bundle with the threshold picked out of fold, and record how it compares with the
+    in the bundle with the threshold picked out of fold (keeping TNR >= `min_tnr`, by default
+    training.scorer.MIN_TNR, where it can), and record how it compares with the
     bundle's k-of-n rule on the same clips (the rule's figure is in-sample when the rule was tuned
     on them, the scorer's is not)."""
     from .evaluation.records import VoteOptions
     from .evaluation.scoring import score_traces
-    from .scorer import fit_track_scorer
+    from .scorer import MIN_TNR, fit_track_scorer
 
-    fit = fit_track_scorer(traces, heads, seed)
+    fit = fit_track_scorer(traces, heads, seed, min_tnr=MIN_TNR if min_tnr is None else min_tnr)
     rule = bundle.config.decision.model_copy(update={"scorer_threshold": None})
     head = bundle.config.verifier.head
     rule_scores = score_traces(traces, [head], rule, VoteOptions(frames=bundle.config.tubes.window)).row(head).item

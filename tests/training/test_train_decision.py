@@ -37,6 +37,18 @@ def test_the_threshold_is_the_one_with_the_best_f1_then_the_best_tnr():
     assert threshold == 0.7 and scores.f1 == 1.0
 
 
+def test_a_tnr_floor_comes_before_f1():
+    """A threshold that catches every plume but false-alarms on a third of the negatives loses to
+    a quieter one once a TNR floor is asked for; without any threshold reaching it, F1 decides."""
+    truth = np.array([True, True, True, False, False, False])
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
+    threshold, picked = pick_threshold(scores, truth, min_tnr=0.95)
+    assert threshold > 0.6 and (picked.tp, picked.fp) == (2, 0)
+    noisy = np.array([0.9, 0.8, 0.7, 0.95, 0.2, 0.1])  # a negative outscores every plume
+    threshold, picked = pick_threshold(noisy, truth, min_tnr=0.95)
+    assert picked.tnr < 0.95 and (picked.tp, picked.fp) == (3, 1)
+
+
 @pytest.fixture(scope="module")
 def tuning_clips(tmp_path_factory):
     out = tmp_path_factory.mktemp("decision") / "tune"

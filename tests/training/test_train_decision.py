@@ -59,7 +59,7 @@ def tuning_clips(tmp_path_factory):
 def test_train_decision_fits_a_scorer_that_the_bundle_then_decides_with(tiny_bundle_dir, tuning_clips, tmp_path, capsys):
     out = tmp_path / "scored"
     assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(tiny_bundle_dir), "--out", str(out),
-                 "--heads", "lstm,gru", "-q"]) == 0
+                 "--heads", "lstm,gru", "--min-tnr", "0.5", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
     bundle = ModelBundle.load(out)
     assert bundle.scorer is not None and bundle.scorer.heads == ("lstm", "gru")
@@ -67,6 +67,7 @@ def test_train_decision_fits_a_scorer_that_the_bundle_then_decides_with(tiny_bun
     record = bundle.metadata.provenance["track_scorer"]
     assert record["clips"] == 8 and 0 < record["positive_samples"] < record["samples"]
     assert record["rule_on_same_clips"]["head"] == bundle.config.verifier.head
+    assert record["min_tnr"] == 0.5 and "--min-tnr 0.5" in record["command"]  # how to fit it again
     assert sum(record["item_scores_out_of_fold"][k] for k in ("tp", "fp", "tn", "fn")) == 8
 
     evaluated = tmp_path / "eval"

@@ -72,12 +72,14 @@ def test_train_decision_fits_a_scorer_that_the_bundle_then_decides_with(tiny_bun
 
     evaluated = tmp_path / "eval"
     assert main(["evaluate", str(tuning_clips), "--model", str(out), "--heads", "lstm", "--out", str(evaluated),
-                 "--level", "item", "--no-plots", "-q"]) == 0
+                 "--level", "item", "-q"]) == 0
     results = json.loads((evaluated / "results.json").read_text())
     rows = {row["key"]: row for row in results["rows"]}
     assert set(rows) == {"lstm", "track-scorer", "detector", "frame-vote"}
     assert sum(rows["track-scorer"]["item"][k] for k in ("tp", "fp", "tn", "fn")) == 8
     assert "track scorer" in (evaluated / "table.md").read_text()
+    # the plots too: each item's timeline draws the scorer's p of each region beside the heads'
+    assert len(list((evaluated / "plots" / "timelines").glob("*.png"))) == 8
 
     # retraining a head the scorer reads leaves a scorer that would misread it: it leaves the bundle
     retrained = tmp_path / "retrained"

@@ -119,10 +119,10 @@ def run_evaluate(request: EvaluateRequest) -> tuple[str, dict[str, Path]]:
         created_at=created,
         trained_heads=trained,
     )
+    info.seconds = time.perf_counter() - started
+    written = write_report(evaluation, info, request.out)  # the scores first: they cost the time, plots are extra
     if request.plots:
         write_plots(evaluation, request.out / "plots")
-    info.seconds = time.perf_counter() - started
-    written = write_report(evaluation, info, request.out)
     return table_text(evaluation, info), written
 
 

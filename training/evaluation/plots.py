@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .records import LEVELS, ItemTrace
+from .records import LEVELS, SCORER_ROW, ItemTrace
 from .scoring import Evaluation
 
 METRICS = (("F1", "f1"), ("TPR", "tpr"), ("TNR", "tnr"))
@@ -95,9 +95,11 @@ def timeline(evaluation: Evaluation, index: int, path: Path) -> Path:
     heads = [s.key for s in evaluation.specs if s.kind == "verifier"]
     colours = {}
     for head in heads:
+        # the row's own score per window: a head's p, or the track scorer's p of the region's history
+        scores = evaluation.decisions[index][head].window_score
         best: dict[int, float] = {}
-        for window in trace.windows:
-            best[window.frame_index] = max(best.get(window.frame_index, 0.0), window.head_probs[head])
+        for window, score in zip(trace.windows, scores):
+            best[window.frame_index] = max(best.get(window.frame_index, 0.0), float(score))
         xs = sorted(best)
         (line,) = ax.plot(xs, [best[x] for x in xs], "-", linewidth=1.2, marker="o", markersize=2.5,
                           label=evaluation.row(head).spec.label)
@@ -106,6 +108,9 @@ def timeline(evaluation: Evaluation, index: int, path: Path) -> Path:
         if outcome.first_alarm is not None:
             ax.axvline(outcome.first_alarm[0], color=colours.get(key, "0.3"), linestyle=":", linewidth=1)
     ax.axhline(evaluation.decision.threshold, color="black", linewidth=0.8, linestyle="--", label="threshold")
+    if SCORER_ROW in colours and evaluation.decision.scorer_threshold is not None:
+        ax.axhline(evaluation.decision.scorer_threshold, color=colours[SCORER_ROW], linewidth=0.8, linestyle="--",
+                   label="track scorer threshold")
     ax.set_xlim(-0.5, last + 0.5)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("frame")

@@ -59,6 +59,10 @@ class BackboneOptions:
     # was trained; measured in the README ("Off-centre positives").
     positive_jitter: int = 0
     detector_positives: bool = False
+    # The detector's false positives on the real images as negatives too, not only on synthetic
+    # frames: real texture (bark, foliage, glare) is what a detector trained on synthetic plumes
+    # mistakes for smoke on real footage, and the synthetic scenes hold none of it.
+    real_detector_negatives: bool = False
     max_real: int | None = 2500
     device: str = "cpu"
 
@@ -88,6 +92,18 @@ def _jittered(box: Box, width: int, height: int, rng: random.Random) -> Box:
     return Box(max(0.0, cx - w), max(0.0, cy - h), min(float(width), cx + w), min(float(height), cy + h))
 
 
+FALSE_POSITIVE_SHARE = 0.1  # a detector box with less of its area on labelled smoke is a false positive
+
+
+def _smoke_share(box: Box, truth: list[Box]) -> float:
+    """The largest share of `box`'s area that one labelled smoke box covers."""
+    return max((box.intersection(t) / max(box.area, 1e-6) for t in truth), default=0.0)
+
+
+def _false_positives(detections: list, truth: list[Box]) -> list:
+    return [d for d in detections if _smoke_share(d.box, truth) < FALSE_POSITIVE_SHARE]
+
+
 def collect_crops(
     synthetic: list[ManifestItem],
     real: list[YoloImage],
@@ -100,7 +116,8 @@ def collect_crops(
     rng = random.Random(options.seed)
     crops, labels, groups = [], [], []
     counts = {"synthetic_positive": 0, "synthetic_positive_jittered": 0, "detector_true_positive": 0, "synthetic_negative": 0,
-              "detector_false_positive": 0, "real_positive": 0, "real_positive_jittered": 0, "real_negative": 0}
+              "detector_false_positive": 0, "real_positive": 0, "real_positive_jittered": 0, "real_negative": 0,
+              "real_detector_false_positive": 0}
 
     def add(image, region, label, group, key):
         crops.append(cut_crop(image, region, size))
@@ -123,8 +140,8 @@ def collect_crops(
                 for _ in range(options.positive_jitter):
                     add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "synthetic_positive_jittered")
             for det in dets[:3]:
-                overlap = max((det.box.intersection(t) / max(det.box.area, 1e-6) for t in truth), default=0.0)
-                if overlap < 0.1:
+                overlap = _smoke_share(det.box, truth)
+                if overlap < FALSE_POSITIVE_SHARE:
                     add(image, expand_region(det.box, tubes, w, h), 0, group, "detector_false_positive")
                 elif overlap >= 0.5 and options.detector_positives:  # what the engine crops on this plume at run time
                     add(image, expand_region(det.box, tubes, w, h), 1, group, "detector_true_positive")
@@ -151,6 +168,9 @@ def collect_crops(
         region = _random_region(w, h, rng, truth, tubes)
         if region is not None:
             add(image, region, 0, group, "real_negative")
+        if options.real_detector_negatives and detector is not None:
+            for det in _false_positives(detector.detect([image])[0][:3], truth):
+                add(image, expand_region(det.box, tubes, w, h), 0, group, "real_detector_false_positive")
     if not crops:
         raise SmokewatchError("no training crops: the training data holds no images")
     return CropSet(np.stack(crops), np.array(labels, np.int64), np.array(groups, np.int64), counts)

@@ -31,7 +31,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise ConfigError("--clips must be >= 1, --frames >= 2 and --fps > 0")
     request = SynthRequest(
         out=Path(args.out), clips=args.clips, seed=args.seed, size=args.size, frames=args.frames,
-        fps=args.fps, workers=max(1, args.workers), kind=args.kind, style=args.style,
+        fps=args.fps, workers=max(1, args.workers), kind=args.kind, style=args.style, landmarks=args.landmarks,
     )
     records = write_dataset(request, progress=None if not args.quiet else False)
     smoke = sum(r.label == "smoke" for r in records)
@@ -52,6 +52,9 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", choices=["classic", "lookout"], default="classic",  # training.synth.clip.STYLES
                    help="classic: cameras on ridges and towers; lookout: summit cameras with fisheye lenses, washed-out "
                    "horizons and wind-sheared, distance-paled plumes (default classic)")
+    p.add_argument("--landmarks", type=probability, default=0.0, metavar="SHARE",
+                   help="share of clips (0-1) that also show pale landmarks standing still: bare and birch trunks, "
+                   "rock and snow, masts; the other clips stay as they are (default 0)")
     p.add_argument("--workers", type=positive_int, default=2, help="parallel processes (default 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -313,6 +316,15 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="extra backbone positives per smoke box, shifted and rescaled as proposals sit on a plume (default 0)")
     p.add_argument("--detector-positives", action="store_true",
                    help="also teach the backbone the detector's own boxes on plumes as smoke (off by default)")
+    p.add_argument("--landmarks", type=probability, default=0.0, metavar="SHARE",
+                   help="share of the training clips that also show pale landmarks standing still (synth --landmarks); "
+                   "the tuning and held-out clips stay as they are (default 0)")
+    p.add_argument("--real-detector-negatives", action="store_true",
+                   help="also teach the backbone the detector's boxes on the real training images that miss their smoke "
+                   "labels as not-smoke (off by default)")
+    p.add_argument("--detector-from", metavar="BUNDLE",
+                   help="take the detector of this bundle (e.g. one `train detector --finetune` wrote) instead of "
+                   "training one; the later stages learn around it")
     p.add_argument("--no-track-scorer", dest="track_scorer", action="store_false",
                    help="decide with the tuned k-of-n rule only; by default the track scorer is fitted on the tuning clips "
                    "and decides when it beats the rule there")
@@ -326,7 +338,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train_default(args: argparse.Namespace) -> int:
     """The one command that builds the shipped default bundle (see README, "The default model")."""
-    from pipeline.bundle import DEFAULT_BUNDLE
+    from pipeline.bundle import DEFAULT_BUNDLE, ModelBundle
     from training.datasets import RealSet
     from training.recipe import DefaultRecipe, train_default
 
@@ -334,12 +346,16 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     missing = [str(r.path) for r in real if not (r.path / "images").is_dir()]
     if missing:
         raise ConfigError(f"real training set not found: {', '.join(missing)}")
+    if args.detector_from:
+        ModelBundle.load(args.detector_from)  # a wrong folder is said now, not after the synthetic clips are written
     recipe = DefaultRecipe(
         out=Path(args.out or DEFAULT_BUNDLE), work=Path(args.work), real=real, seed=args.seed,
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
+        real_detector_negatives=args.real_detector_negatives, landmarks=args.landmarks,
+        detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )
     report = train_default(recipe, progress=None if not args.quiet else False)

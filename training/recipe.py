@@ -95,6 +95,9 @@ def train_detector_stage(
         "ultralytics_val_best": result.metrics,
         "seconds": round(time.perf_counter() - start, 1),
     }
+    earlier = bundle.metadata.provenance.get("detector_finetune")
+    if finetune and earlier is not None:  # fine-tuned once before: that record says where these weights came from
+        record["after"] = earlier
     bundle.metadata.provenance["detector_finetune" if finetune else "detector"] = record
     return record
 
@@ -124,10 +127,13 @@ def train_backbone_stage(
 
 
 def _positives(options: BackboneOptions) -> dict | None:
-    """The extra backbone positives asked for; None when off, as in records written before they existed."""
-    if not (options.positive_jitter or options.detector_positives):
+    """The extra backbone crops asked for; None when off, as in records written before they existed."""
+    if not (options.positive_jitter or options.detector_positives or options.real_detector_negatives):
         return None
-    return {"jitter": options.positive_jitter, "detector": options.detector_positives}
+    extra = {"jitter": options.positive_jitter, "detector": options.detector_positives}
+    if options.real_detector_negatives:  # only when on, so earlier stages' records still match
+        extra["real_detector_negatives"] = True
+    return extra
 
 
 def train_verifier_stage(
@@ -269,6 +275,16 @@ class DefaultRecipe:
     # 83.5 / TNR 93.5 on the held-out clips (shipped 82.0 / 95.7) and got the four real clips right (README).
     positive_jitter: int = 0
     detector_positives: bool = False
+    # optionally pale landmarks standing still (trunks, rock, masts) in this share of the training
+    # clips (`smokewatch synth --landmarks`); the tuning and held-out clips stay as they are.
+    landmarks: float = 0.0
+    # optionally the detector's false positives on the real training images as backbone negatives
+    # (BackboneOptions.real_detector_negatives), beside those on synthetic frames.
+    real_detector_negatives: bool = False
+    # optionally a detector trained before (a bundle folder, e.g. one `smokewatch train detector
+    # --finetune` wrote) instead of the detector stage: the later stages then learn around it. Its
+    # own provenance, which says how it was trained, goes into the new bundle.
+    detector_from: Path | None = None
     # the track scorer (training.scorer), fitted on the tuning clips' traces, decides when its
     # out-of-fold F1 there beats the rule's (the rule's own figure is in-sample, so ties go to the
     # rule). On 2026-11-28, on the shipped heads, it raised held-out F1 from 82.9 to 86.9 and TNR
@@ -279,7 +295,7 @@ class DefaultRecipe:
     force: bool = False
 
 
-def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic") -> Path:
+def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic", landmarks: float = 0.0) -> Path:
     from .synth.dataset import SynthRequest, write_dataset
 
     manifest = folder / "manifest.csv"
@@ -289,9 +305,9 @@ def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic"
     except (OSError, ValueError):
         first = {}
     # sets written before styles existed name none: they are classic
-    same_set = first.get("seed") == seed and first.get("style", "classic") == style
+    same_set = first.get("seed") == seed and first.get("style", "classic") == style and first.get("landmarks", 0.0) == landmarks
     if not (same_set and manifest.exists() and len(manifest.read_text().splitlines()) - 1 == clips):
-        write_dataset(SynthRequest(folder, clips=clips, seed=seed, style=style), progress=progress)
+        write_dataset(SynthRequest(folder, clips=clips, seed=seed, style=style, landmarks=landmarks), progress=progress)
     return folder
 
 
@@ -388,16 +404,24 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     work = recipe.work
     work.mkdir(parents=True, exist_ok=True)
-    train_dir = _synth(work / "synth-train", recipe.train_clips, recipe.train_seed, progress)
+    train_dir = _synth(work / "synth-train", recipe.train_clips, recipe.train_seed, progress, landmarks=recipe.landmarks)
 
     # What a stage learnt from: a finished stage is reused only when these match too.
     inputs = {"train_clips": recipe.train_clips, "train_seed": recipe.train_seed, "frames_per_clip": recipe.frames_per_clip,
-              "max_real": recipe.max_real, "real": [f"{r.path.resolve()}:{sorted(r.smoke_classes)}" for r in recipe.real]}
+              "max_real": recipe.max_real, "real": [f"{r.path.resolve()}:{sorted(r.smoke_classes)}" for r in recipe.real],
+              **({"landmarks": recipe.landmarks} if recipe.landmarks else {})}  # stages saved before landmarks still match
     det_path = work / "bundle-det"
     wanted = {"arch": default_config().detector.arch, "imgsz": default_config().detector.imgsz, "seed": recipe.seed,
               "epochs_requested": recipe.detector_epochs, "hours_limit": recipe.detector_hours, "inputs": inputs}
-    bundle = None if recipe.force else _stage_done(det_path, "detector", wanted)
-    _log(f"detector: reusing {det_path}" if bundle else f"detector: training from scratch (at most {recipe.detector_hours} h)")
+    if recipe.detector_from is not None:
+        bundle = ModelBundle.load(recipe.detector_from)
+        _log(f"detector: taken from {recipe.detector_from}")
+        # what the later stages check the detector by: its own record, and where it came from
+        bundle.metadata.provenance["detector"] = {**bundle.metadata.provenance.get("detector", {}),
+                                                  "taken_from": str(Path(recipe.detector_from).resolve())}
+    else:
+        bundle = None if recipe.force else _stage_done(det_path, "detector", wanted)
+        _log(f"detector: reusing {det_path}" if bundle else f"detector: training from scratch (at most {recipe.detector_hours} h)")
     if bundle is None:
         bundle = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
         train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
@@ -429,7 +453,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     ext_path = work / "bundle-ext"
     extractor = default_config().extractor
     options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
-                              detector_positives=recipe.detector_positives)
+                              detector_positives=recipe.detector_positives,
+                              real_detector_negatives=recipe.real_detector_negatives)
     wanted = {"backbone": extractor.backbone, "input_size": extractor.input_size, "epochs": recipe.backbone_epochs,
               "seed": recipe.seed, "inputs": inputs, "positives": _positives(options)}
     done = None if recipe.force else _stage_done(ext_path, "extractor", wanted)

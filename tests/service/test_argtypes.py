@@ -11,6 +11,7 @@ import pytest
     [
         (["synth", "out", "--clips", "0"], "0 is not a positive integer"),
         (["synth", "out", "--fps", "-2"], "-2 is not a positive number"),
+        (["synth", "out", "--landmarks", "2"], "2 is not in [0, 1]"),
         (["train", "verifier", "--data", "d", "--epochs", "zero"], "'zero' is not an integer"),
         (["evaluate", "d", "--vote-threshold", "1.5"], "1.5 is not in [0, 1]"),
         (["evaluate", "d", "--vote-threshold", "-1"], "-1 is not in [0, 1]"),

@@ -43,6 +43,10 @@ def test_synthetic_sets_are_written_once_per_seed(tmp_path, monkeypatch):
     assert calls[2:] == [(8, "lookout")]
     _synth(tmp_path / "s", 2, 8, False)  # and back: the lookout set is not taken for a classic one
     assert calls[3:] == [(8, "classic")]
+    _synth(tmp_path / "s", 2, 8, False, landmarks=1.0)  # the same scenes with landmarks added: written again
+    _synth(tmp_path / "s", 2, 8, False, landmarks=1.0)
+    _synth(tmp_path / "s", 2, 8, False)
+    assert calls[4:] == [(8, "classic"), (8, "classic")]
 
 
 def test_default_config_and_real_set_parsing(tmp_path):
@@ -127,6 +131,28 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert record["positives"] == {"jitter": 1, "detector": True}
     assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0
     assert "positives" not in ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]
+
+    # --detector-from: a detector trained elsewhere (e.g. fine-tuned) replaces the detector stage, and
+    # the backbone may learn its false positives on real images as negatives
+    elsewhere = ModelBundle.load(tmp_path / "work" / "bundle-det")
+    with torch.no_grad():
+        next(elsewhere.detector.parameters()).add_(0.5)
+    elsewhere.metadata.provenance["detector_finetune"] = {"seconds": 1.0}
+    elsewhere.save(tmp_path / "finetuned")
+    real = make_yolo_folder(tmp_path / "real", ["0 0.5 0.5 0.3 0.4\n", ""])
+    taken = train_default(replace(recipe, out=tmp_path / "taken", real=[RealSet(real, {0})], detector_from=tmp_path / "finetuned",
+                                  real_detector_negatives=True), progress=False)
+    assert taken["replaced"] and stages[0].stat().st_mtime_ns == saved[0], "no detector was trained"
+    bundle = ModelBundle.load(tmp_path / "taken")
+    finetuned = ModelBundle.load(tmp_path / "finetuned")
+    assert torch.equal(next(bundle.detector.parameters()), next(finetuned.detector.parameters()))
+    assert not torch.equal(next(bundle.detector.parameters()), next(ModelBundle.load(stages[0].parent).detector.parameters()))
+    provenance = bundle.metadata.provenance
+    assert provenance["detector"]["taken_from"] == str((tmp_path / "finetuned").resolve())
+    assert provenance["detector_finetune"] == {"seconds": 1.0}
+    assert provenance["extractor"]["positives"]["real_detector_negatives"] is True
+    assert provenance["extractor"]["crops"]["real_positive"] == 1
+    assert provenance["recipe"]["detector_from"] == str(tmp_path / "finetuned")
 
     # the track scorer: two tuning clips are too few to fit one, so the rule decides and the record says why
     bundle = ModelBundle.load(tmp_path / "out")

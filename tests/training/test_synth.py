@@ -23,7 +23,10 @@ def test_same_seed_same_clip_other_seed_other_clip():
 @pytest.mark.parametrize("index", range(6))
 def test_boxes_cover_the_smoke_that_is_drawn(index, style, kind):
     """With distractors too: fog, mist and haze drawn in front of a plume hide it from the label."""
-    plan = plan_clip(11, index, SIZE, frames=16, kind=kind, style=style)
+    _assert_boxes_cover_the_smoke(plan_clip(11, index, SIZE, frames=16, kind=kind, style=style))
+
+
+def _assert_boxes_cover_the_smoke(plan):
     with_smoke = ClipRenderer(plan, with_smoke=True)
     without = ClipRenderer(plan, with_smoke=False)
     labelled = 0
@@ -46,6 +49,55 @@ def test_boxes_cover_the_smoke_that_is_drawn(index, style, kind):
             assert boxes == [] and diff.max() == 0
         labelled += bool(boxes)
     assert labelled > 0
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_pale_landmarks_are_never_labelled_and_hide_the_smoke_behind_them(index):
+    plan = plan_clip(11, index, SIZE, frames=16, kind="smoke", landmarks=1.0)
+    assert plan.effect_names[-1] == "pale landmarks"
+    _assert_boxes_cover_the_smoke(plan)
+
+
+def test_pale_landmarks_are_opt_in_and_leave_the_rest_of_each_clip_as_it_was():
+    """A training set made with landmarks holds the same scenes, plumes and effects as one made
+    without (held-out sets made before them stay reproducible); only the landmarks are added,
+    they stand still, and a negative clip stays a negative."""
+    import cv2
+
+    chosen = 0
+    for index in range(12):
+        plain = plan_clip(11, index, SIZE, frames=8)
+        added = plan_clip(11, index, SIZE, frames=8, landmarks=1.0)
+        assert plan_clip(11, index, SIZE, frames=8, landmarks=0.0).describe() == plain.describe()
+        assert added.describe() == {**plain.describe(), "effects": plain.effect_names + ["pale landmarks"], "landmarks": 1.0}
+        landmark = added.effects[-1]
+        reach = int(np.ceil(np.abs(added.camera.offsets).max() + 3 * added.camera.blur)) + 2  # shake and blur
+        near = cv2.dilate((landmark.alpha > 0.003).astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+        a, b = ClipRenderer(plain).render(7)[0], ClipRenderer(added).render(7)[0]
+        assert not np.array_equal(a, b) and np.array_equal(a[~near], b[~near]), "only where a landmark stands"
+        canvas = np.full((SIZE[1], SIZE[0], 3), 90.0, np.float32)
+        first, last = canvas.copy(), canvas.copy()
+        landmark.apply(first, 0), landmark.apply(last, 7)
+        assert np.array_equal(first, last)
+        chosen += "pale landmarks" in plan_clip(11, index, SIZE, frames=8, landmarks=0.5).effect_names
+    assert 2 <= chosen <= 10
+    negative = ClipRenderer(plan_clip(11, 0, SIZE, frames=8, kind="negatives", landmarks=1.0))
+    assert all(boxes == [] for _, boxes in negative.frames())
+
+
+def test_synth_command_adds_landmarks_when_asked(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    args = ["--clips", "2", "--seed", "3", "--size", "192x128", "--frames", "4", "--workers", "1", "-q"]
+    for folder, extra in (("plain", []), ("landmarks", ["--landmarks", "1"])):
+        run = subprocess.run([sys.executable, "-m", "service.cli", "synth", folder, *args, *extra], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+    plans = {f: [json.loads(line) for line in (tmp_path / f / "plans.jsonl").read_text().splitlines()] for f in ("plain", "landmarks")}
+    assert all("pale landmarks" in p["effects"] for p in plans["landmarks"])
+    assert all("pale landmarks" not in p["effects"] for p in plans["plain"])
 
 
 def test_dataset_manifest_labels_and_sheet(tmp_path):

@@ -180,6 +180,30 @@ def test_backbone_positives_include_off_centre_crops_of_each_plume(synth_dir):
     assert len({(round(b.x1), round(b.y1), round(b.x2)) for b in boxes}) > 100, "the boxes vary"
 
 
+def test_detector_boxes_that_miss_real_smoke_become_backbone_negatives(real_dir):
+    """A detector trained on synthetic plumes fires on real texture (bark, foliage) that no synthetic
+    scene holds; asked to, the backbone learns those boxes on the real images as not smoke, but never
+    a box that lies on labelled smoke."""
+    from pipeline.records import Detection
+    from training.backbone import _false_positives
+    from training.recipe import _detector_for
+
+    smoke = [Box(40, 30, 80, 70)]
+    on_smoke, beside, grazing = Detection(Box(45, 35, 75, 65), 0.4), Detection(Box(0, 0, 20, 20), 0.3), Detection(Box(76, 30, 126, 70), 0.2)
+    assert _false_positives([on_smoke, beside, grazing], smoke) == [beside, grazing]  # grazing: 8 % of it on smoke
+    assert _false_positives([on_smoke], []) == [on_smoke], "on an image without smoke every box is a false positive"
+
+    tiny = PipelineConfig().with_overrides(TINY)  # untrained and at conf 0: it puts boxes everywhere
+    detector = _detector_for(ModelBundle.create(tiny, heads=["gru"], name="tiny"), "cpu")
+    images = read_yolo_folder(real_dir, {1})
+    plain = collect_crops([], images, 32, tiny.tubes, BackboneOptions(), detector)
+    asked = collect_crops([], images, 32, tiny.tubes, BackboneOptions(real_detector_negatives=True), detector)
+    assert plain.counts["real_detector_false_positive"] == 0
+    added = asked.counts["real_detector_false_positive"]
+    assert added > 0 and len(asked.labels) == len(plain.labels) + added
+    assert int(asked.labels.sum()) == int(plain.labels.sum()) == asked.counts["real_positive"], "every added crop is a negative"
+
+
 def test_batch_norm_statistics_are_those_of_the_training_crops_after_each_epoch():
     """MobileNetV3's BatchNorm momentum is 0.01: without recalibration its running statistics stay
     near their initial values after a short CPU training, and the shipped network says "no smoke"
@@ -217,11 +241,17 @@ def test_detector_fine_tuning_starts_from_the_bundle_weights(synth_dir, tmp_path
     train_detector_stage(scratch, [synth_dir], [], tmp_path / "third", epochs=1, hours=None, seed=1, frames_per_clip=2, batch=4)
     assert tuned < distance(scratch.detector.state_dict()) / 10
 
+    again = train_detector_stage(bundle, [synth_dir], [], tmp_path / "fourth", epochs=1, hours=None, seed=1,
+                                 frames_per_clip=2, batch=4, finetune=True)
+    assert again["after"] is record and bundle.metadata.provenance["detector_finetune"] is again, "a second fine-tune keeps the record of the first"
+
 
 @pytest.mark.parametrize(
     "args, complaint",
     [
         (["train", "detector", "--data", "d", "--out", "o", "--finetune"], "name it with --model BUNDLE"),
+        (["train", "default", "--detector-from", "nowhere", "--work", "w", "--out", "o"],
+         "model bundle folder not found: nowhere"),
         (["synth", "o", "--style", "drone"], "invalid choice: 'drone' (choose from 'classic', 'lookout')"),
     ],
 )

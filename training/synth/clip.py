@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .effects import EFFECT_SAMPLERS, EFFECT_WEIGHTS, Effect
+from .effects import EFFECT_SAMPLERS, EFFECT_WEIGHTS, Effect, PaleLandmarks
 from .landscape import Landscape, build_landscape
 from .plume import Plume
 
@@ -25,7 +25,8 @@ STYLES = ("classic", "lookout")
 KIND_WEIGHTS = (0.3, 0.2, 0.5)  # half the clips hold smoke, half are hard negatives
 VISIBLE_CONTRAST = 0.06  # opacity x colour difference a person would call visible smoke (~15 grey levels)
 MIN_BOX_SIDE = 1
-MIN_VISIBLE_PIXELS = 1  # label every visible pixel: a box never hides smoke from the truth
+MIN_VISIBLE_PIXELS = 1
+LANDMARK_STREAM = 1  # the third seed word of the landmarks' own random stream  # label every visible pixel: a box never hides smoke from the truth
 
 
 @dataclass
@@ -89,6 +90,7 @@ class ClipPlan:
     caption: str = ""
     effect_names: list[str] = field(default_factory=list)
     style: str = "classic"
+    landmarks: float = 0.0  # the share of the set's clips asked to show pale landmarks
 
     @property
     def label(self) -> str:
@@ -117,6 +119,7 @@ class ClipPlan:
             ],
             "camera": {"shake": round(self.camera.shake, 2), "noise": round(self.camera.noise, 2), "crf": self.camera.crf,
                        "lens": round(self.camera.lens, 3)},
+            **({"landmarks": self.landmarks} if self.landmarks else {}),  # sets made before landmarks name none
         }
 
 
@@ -128,9 +131,14 @@ def plan_clip(
     fps: float = 8.0,
     kind: str | None = None,
     style: str = "classic",
+    landmarks: float = 0.0,
 ) -> ClipPlan:
     """`style` "lookout" draws summit-camera scenes (see `build_landscape`) with fisheye lenses,
-    and plumes sheared by wind and paled by distance, as lookout networks see them."""
+    and plumes sheared by wind and paled by distance, as lookout networks see them.
+
+    `landmarks` is the share of clips that also get pale landmarks (`PaleLandmarks`), smoke or
+    not. They are drawn from a random stream of their own, so with 0 (the default) every clip is
+    what it was before they existed, and with more the other clips do not change."""
     if style not in STYLES:
         raise ValueError(f"unknown synthetic style '{style}'; choose from {', '.join(STYLES)}")
     lookout = style == "lookout"
@@ -168,8 +176,13 @@ def plan_clip(
     effects = [EFFECT_SAMPLERS[name](rng, scene, frames) for name in chosen]
     camera = Camera.sample(rng, frames, lookout)
     caption = f"CAM {int(rng.integers(1, 99)):02d}  {int(rng.integers(2015, 2026))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+    if landmarks > 0:
+        extra = np.random.default_rng([seed, index, LANDMARK_STREAM])
+        if extra.random() < landmarks:
+            effects.append(PaleLandmarks.sample(extra, scene))
+            chosen.append(effects[-1].name)
     return ClipPlan(index, seed, width, height, frames, fps, kind, scene, plumes, effects, camera, caption,
-                    [str(c) for c in chosen], style)
+                    [str(c) for c in chosen], style, landmarks)
 
 
 class ClipRenderer:

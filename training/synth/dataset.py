@@ -41,6 +41,7 @@ class SynthRequest:
     workers: int = 2
     kind: str | None = None  # force one kind ("smoke", "smoke+negatives", "negatives")
     style: str = "classic"  # "lookout": summit cameras, fisheye lenses, wind-sheared hazy plumes
+    landmarks: float = 0.0  # share of clips that also show pale landmarks (trunks, rock, masts); 0 as before
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def clip_name(index: int) -> str:
 
 
 def render_clip_to_disk(request: SynthRequest, index: int) -> ClipRecord:
-    plan = plan_clip(request.seed, index, request.size, request.frames, request.fps, request.kind, request.style)
+    plan = plan_clip(request.seed, index, request.size, request.frames, request.fps, request.kind, request.style,
+                     request.landmarks)
     name = clip_name(index)
     video_path = request.out / "clips" / f"{name}.mp4"
     label_dir = request.out / "labels" / name

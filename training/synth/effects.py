@@ -1,4 +1,5 @@
-"""Things that fool single-frame smoke detectors: clouds, fog, haze, mist, dust, light, birds, vehicles.
+"""Things that fool single-frame smoke detectors: clouds, fog, haze, mist, dust, light, birds, vehicles,
+and pale landmarks (bare trunks, rock and snow, masts) that stand still.
 
 Each effect paints itself onto the canvas at one stage of the frame: `sky` (behind every ridge),
 `mid` (in front of the far ridges, behind the plume and the near ridges), `front` (in front of
@@ -315,6 +316,81 @@ class Vehicles(Effect):
         for x0, speed, brightness in self.cars:
             x = int(x0 + speed * frame) % canvas.shape[1]
             cv2.rectangle(canvas, (x - 3, y - 1), (x + 3, y + 2), (float(brightness),) * 3, -1)
+
+
+@dataclass
+class PaleLandmarks(Effect):
+    """Pale things that stand still in the near field: bare or birch trunks, rock faces and snow
+    patches, masts. Seen through a 50-pixel crop a white trunk is a soft pale column, which is what
+    a plume looks like too; what gives it away is that it never changes, only shakes with the camera.
+    Drawn once, blended every frame."""
+
+    alpha: np.ndarray = None  # H x W
+    rgb: np.ndarray = None  # H x W x 3
+    kinds: list[str] = field(default_factory=list)
+
+    @classmethod
+    def sample(cls, rng, scene: Landscape) -> "PaleLandmarks":
+        H, W = scene.height, scene.width
+        alpha = np.zeros((H, W), np.float32)
+        rgb = np.zeros((H, W, 3), np.float32)
+        kinds = []
+        near = len(scene.profiles) - 1
+        for _ in range(int(rng.integers(1, 4))):
+            kind = str(rng.choice(["trunk", "rock", "mast"], p=[0.55, 0.3, 0.15]))
+            shade = float(rng.uniform(175, 240))
+            tint = np.array([shade + rng.uniform(-5, 12), shade + rng.uniform(-8, 4), shade + rng.uniform(-14, 6)], np.float32)
+            x = float(rng.uniform(0.05, 0.95) * W)
+            if kind == "trunk":  # from below the frame or the near ground, often up out of the frame
+                width = float(rng.uniform(0.012, 0.05) * W)
+                top = float(rng.uniform(-0.3, 0.45) * H)
+                bottom = float(H + 5 if rng.random() < 0.6 else min(H - 1.0, scene.ground_y(int(x), near) + rng.uniform(0.05, 0.3) * H))
+                a, c = _column(H, W, x, top, bottom, width, float(rng.uniform(-0.12, 0.12)), tint, rng, marks=True)
+            elif kind == "mast":
+                width = float(rng.uniform(0.004, 0.01) * W)
+                bottom = min(H - 1.0, scene.ground_y(int(x), near) + float(rng.uniform(0.0, 0.1) * H))
+                top = bottom - float(rng.uniform(0.15, 0.45) * H)
+                a, c = _column(H, W, x, top, bottom, width, 0.0, tint, rng, marks=False)
+            else:  # a rock face or snow patch lying on the near ground
+                a, c = _patch(H, W, x, min(H - 2.0, scene.ground_y(int(x), near) + float(rng.uniform(0.02, 0.2) * H)), tint, rng)
+            alpha = a + alpha * (1 - a)
+            rgb = a[..., None] * c + (1 - a[..., None]) * rgb
+            kinds.append(kind)
+        return cls("front", "pale landmarks", alpha, rgb, kinds)
+
+    def apply(self, canvas, frame):
+        canvas -= self.alpha[..., None] * (canvas - self.rgb)
+
+
+def _column(H, W, x, top, bottom, width, lean, tint, rng, marks: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A round, pale, slightly leaning column: lit on one side, darker on the other, soft-edged."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    centre = x + lean * (yy - bottom)
+    along = np.clip((bottom - yy) / max(bottom - top, 1.0), 0, 1)
+    half = 0.5 * width * (1.0 - 0.35 * along)  # tapering upwards
+    u = (xx - centre) / np.maximum(half, 0.5)  # -1..1 across the column
+    edge = np.clip((1.0 - np.abs(u)) * np.maximum(half, 0.5) / 1.2, 0, 1)
+    inside = ((yy >= top) & (yy <= bottom)).astype(np.float32)
+    alpha = edge * inside
+    light = 1.0 - 0.2 * np.clip(u, -1, 1) ** 2 - 0.15 * float(rng.choice([-1, 1])) * np.clip(u, -1, 1)
+    grain = 0.85 + 0.15 * fractal_noise(H, W, rng, base_cells=float(rng.uniform(20, 60)), octaves=3)
+    rgb = np.asarray(tint, np.float32) * (light * grain)[..., None]
+    if marks:  # the dark horizontal lenticels of a birch
+        bands = fractal_noise(H, 1, rng, base_cells=float(rng.uniform(30, 80)), octaves=2)
+        dark = np.clip((bands - 0.7) / 0.3, 0, 1)
+        rgb *= (1.0 - 0.6 * dark)[..., None]
+    return alpha.astype(np.float32), np.clip(rgb, 0, 255).astype(np.float32)
+
+
+def _patch(H, W, x, y, tint, rng) -> tuple[np.ndarray, np.ndarray]:
+    """An irregular pale blob (rock face, snow) with a hard, rough outline and blotchy texture."""
+    rx, ry = float(rng.uniform(0.02, 0.09) * W), float(rng.uniform(0.015, 0.06) * H)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    d = ((xx - x) / rx) ** 2 + ((yy - y) / ry) ** 2
+    rough = fractal_noise(H, W, rng, base_cells=float(rng.uniform(8, 20)), octaves=4)
+    alpha = np.clip((1.0 + 0.6 * (rough - 0.5) - d) * 4.0, 0, 1)
+    blotch = 0.75 + 0.25 * fractal_noise(H, W, rng, base_cells=float(rng.uniform(15, 40)), octaves=3)
+    return alpha.astype(np.float32), (np.asarray(tint, np.float32) * blotch[..., None]).astype(np.float32)
 
 
 EFFECT_SAMPLERS = {

@@ -25,8 +25,8 @@ STYLES = ("classic", "lookout")
 KIND_WEIGHTS = (0.3, 0.2, 0.5)  # half the clips hold smoke, half are hard negatives
 VISIBLE_CONTRAST = 0.06  # opacity x colour difference a person would call visible smoke (~15 grey levels)
 MIN_BOX_SIDE = 1
-MIN_VISIBLE_PIXELS = 1
-LANDMARK_STREAM = 1  # the third seed word of the landmarks' own random stream  # label every visible pixel: a box never hides smoke from the truth
+MIN_VISIBLE_PIXELS = 1  # label every visible pixel: a box never hides smoke from the truth
+LANDMARK_STREAM = 1  # the third seed word of the landmarks' own random stream
 
 
 @dataclass

@@ -354,8 +354,9 @@ class PaleLandmarks(Effect):
             else:  # a rock face or snow patch lying on the near ground
                 a, c = _patch(H, W, x, min(H - 2.0, scene.ground_y(int(x), near) + float(rng.uniform(0.02, 0.2) * H)), tint, rng)
             alpha = a + alpha * (1 - a)
-            rgb = a[..., None] * c + (1 - a[..., None]) * rgb
+            rgb = a[..., None] * c + (1 - a[..., None]) * rgb  # premultiplied until all are drawn
             kinds.append(kind)
+        rgb /= np.maximum(alpha, 1e-6)[..., None]  # the colour itself, as `apply` blends it by alpha
         return cls("front", "pale landmarks", alpha, rgb, kinds)
 
     def apply(self, canvas, frame):

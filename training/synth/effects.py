@@ -360,7 +360,7 @@ class PaleLandmarks(Effect):
         return cls("front", "pale landmarks", alpha, rgb, kinds)
 
     def apply(self, canvas, frame):
-        canvas -= self.alpha[..., None] * (canvas - self.rgb)
+        _blend(canvas, self.alpha, self.rgb)
 
 
 def _column(H, W, x, top, bottom, width, lean, tint, rng, marks: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from training.evaluation.decisions import verifier_decision
 from training.evaluation.records import FrameTrace, ItemTrace, VoteOptions
 from training.evaluation.report import COLUMNS
 from training.evaluation.scoring import score_traces
+from training.metrics import f1_interval
 from training.synth.dataset import SynthRequest, write_dataset
 
 A = Box(10, 10, 30, 30)
@@ -137,6 +138,7 @@ def test_evaluate_writes_table_results_and_plots(evaluated, synth_data, train_da
         assert all(len(cell.split(".")[1]) == 2 for cell in row[1:6]), row  # two decimals, like the lecture
     md = (out / "table.md").read_text()
     assert md.count("| one LSTM |") == 2  # window level, then item level
+    assert md.count("95 % bootstrap interval") == 1 and "one LSTM " in md.split("bootstrap interval")[1]
     assert "| " + " | ".join(table[1]) + " |" in md
 
     doc = json.loads((out / "results.json").read_text())
@@ -166,6 +168,9 @@ def test_evaluate_writes_table_results_and_plots(evaluated, synth_data, train_da
         assert it["tp"] + it["fp"] + it["tn"] + it["fn"] == 3
         said_smoke = [i["rows"][row["key"]]["verdict"] == "smoke" for i in items]
         assert it["tp"] + it["fp"] == sum(said_smoke)
+        # how far F1 could move over items like these: the bootstrap of these very verdicts
+        interval = f1_interval([i["label"] == "smoke" for i in items], said_smoke)
+        assert it["f1_interval"] == interval.to_json() and 0.0 <= interval.low <= interval.high <= 1.0
         ttd = row["time_to_detection"]
         assert ttd["items"] == 2 and ttd["detected"] + ttd["missed"] == 2
         for i in items:

@@ -10,6 +10,8 @@ from training.metrics import (
     DetectionDelay,
     binary_scores,
     detection_delay,
+    f1_difference_interval,
+    f1_interval,
     precision_recall_curve,
     step_average_precision,
     summarize_delays,
@@ -119,3 +121,45 @@ def test_delay_summary_covers_detected_items_and_counts_misses():
     none = summarize_delays([DetectionDelay(0, 0.0)])
     assert none.detected == 0 and none.mean_frames is None and none.to_json()["missed"] == 1
     assert summarize_delays([]).items == 0
+
+
+def test_f1_interval_holds_the_f1_and_narrows_with_more_items():
+    truth, said = CASES["mixed"]
+    small = f1_interval(truth, said)
+    large = f1_interval(truth * 20, said * 20)
+    f1 = binary_scores(truth, said).f1
+    assert small.low <= f1 <= small.high and large.low <= f1 <= large.high
+    assert large.high - large.low < (small.high - small.low) / 2  # 20 times the items: about sqrt(20) narrower
+    assert (small.level, small.rounds) == (0.95, 2000)
+    assert f1_interval(truth, said) == small  # a fixed seed: a report reads the same every run
+
+
+def test_f1_interval_of_a_perfect_verdict_is_a_point():
+    interval = f1_interval([1, 0, 1, 1, 0], [1, 0, 1, 1, 0])
+    assert interval.low == interval.high == 1.0
+
+
+def test_paired_difference_sees_a_verifier_that_finds_more_and_nothing_between_equals():
+    truth = [1] * 40 + [0] * 40
+    finds_half = [1] * 20 + [0] * 20 + [0] * 40
+    finds_all = [1] * 40 + [0] * 40
+    same = f1_difference_interval(truth, finds_half, finds_half)
+    assert same.low == same.high == 0.0
+    better = f1_difference_interval(truth, finds_half, finds_all)
+    assert better.low > 0.2  # second minus first, on the same resamples
+    worse = f1_difference_interval(truth, finds_all, finds_half)
+    assert worse.high < -0.2
+    # resampled in blocks of 250 rounds: a last, partial block joins the others into one interval
+    fewer = f1_difference_interval(truth, finds_half, finds_all, rounds=600)
+    assert fewer.rounds == 600 and abs(fewer.low - better.low) < 0.05 and abs(fewer.high - better.high) < 0.05
+
+
+def test_f1_interval_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="differ in length"):
+        f1_interval([1, 0], [1])
+    with pytest.raises(ValueError, match="differ in length"):
+        f1_difference_interval([1, 0], [1, 0], [1])
+    with pytest.raises(ValueError, match="level"):
+        f1_interval([1, 0], [1, 0], level=1.0)
+    empty = f1_interval([], [])
+    assert (empty.low, empty.high) == (0.0, 0.0)

@@ -1,5 +1,6 @@
 """The default recipe's bookkeeping: finished stages are reused only when their settings match."""
 
+import pytest
 import torch
 
 from dataclasses import replace
@@ -116,6 +117,12 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert [path.stat().st_mtime_ns for path in stages] == saved
     assert not second["replaced"] and (tmp_path / "work" / "bundle-candidate" / "metadata.json").is_file()
     assert (tmp_path / "out" / "metadata.json").read_bytes() == shipped
+    # beside the verdict, the paired interval of new minus existing F1 on the same held-out clips
+    compared = second["held_out_f1"]
+    assert "held_out_f1" not in report  # the first run had nothing to compare with
+    assert compared["new"] <= compared["existing"]  # why the bundle in place stayed
+    interval = compared["difference_interval"]
+    assert -1.0 <= interval["low"] <= interval["high"] <= 1.0 and interval["rounds"] == 2000
 
     # --change-cues: the same stages, heads that also read the change cues
     cued = train_default(replace(recipe, out=tmp_path / "cued", change_cues=True), progress=False)
@@ -174,3 +181,21 @@ def test_a_bundle_is_replaced_only_when_better_on_synthetic_clips_and_no_worse_o
     scores = {"per_item": [{"truth": "smoke", "verdict": "smoke"}, {"truth": "no_smoke", "verdict": "smoke"},
                            {"truth": "no_smoke", "verdict": "no_smoke"}]}
     assert real_items_right(scores) == 2
+
+
+def test_the_held_out_difference_is_paired_clip_by_clip():
+    from training.recipe import held_out_difference
+
+    def scores(verdicts):
+        return {"per_item": [{"item": f"synth_{i:05d}.mp4", "truth": "smoke" if i < 30 else "no_smoke",
+                              "verdict": "smoke" if said else "no_smoke"} for i, said in enumerate(verdicts)]}
+
+    finds_half = [i < 15 for i in range(60)]
+    finds_all = [i < 30 for i in range(60)]
+    better = held_out_difference(scores(finds_all), scores(finds_half))
+    assert 0.1 < better.low < 1 / 3 < better.high <= 1.0  # new minus existing; the true gap is 1 - 2/3
+    new = scores(finds_all)
+    new["per_item"].reverse()  # matched by clip name, not by position
+    assert held_out_difference(new, scores(finds_half)) == better
+    with pytest.raises(ValueError, match="different clips"):
+        held_out_difference(scores(finds_all[:59]), scores(finds_half))

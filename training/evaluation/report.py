@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.records import StageTimes
+from training.metrics import Interval, f1_interval
 
 from .records import LEVELS, ItemTrace, Level, RowResult, RunInfo
 from .scoring import Evaluation
@@ -31,6 +32,8 @@ DEFINITIONS = {
     "alarm at or after it; statistics over detected items, `missed` counts the others",
     "s_per_frame": "(decode + detection [+ features] + the row's own head or vote) / processed frames, "
     "summed over items; stages timed with the device synchronised",
+    "item_f1_interval": "95 % percentile bootstrap interval of the item-level F1: the items resampled with "
+    "replacement 2000 times (seed 0); how far F1 could move on another set of items like these",
 }
 
 
@@ -69,6 +72,20 @@ def _sample_counts(evaluation: Evaluation) -> dict[str, int]:
     }
 
 
+def item_f1_intervals(evaluation: Evaluation) -> dict[str, Interval]:
+    """Each row's item-level F1 interval (training.metrics.f1_interval; one seed, so the same resamples)."""
+    truth = [t.item.is_smoke for t in evaluation.traces]
+    return {
+        spec.key: f1_interval(truth, [o[spec.key].verdict == "smoke" for o in evaluation.outcomes])
+        for spec in evaluation.specs
+    }
+
+
+def _interval_line(evaluation: Evaluation, intervals: dict[str, Interval]) -> str:
+    parts = [f"{s.label} {100 * intervals[s.key].low:.1f}-{100 * intervals[s.key].high:.1f}" for s in evaluation.specs]
+    return "F1 % could move, on another draw of items like these (95 % bootstrap interval): " + "; ".join(parts)
+
+
 def _level_heading(level: Level, counts: dict[str, int]) -> str:
     if level == "window":
         return f"window level: {counts['windows']} windows, {counts['smoke_windows']} showing smoke"
@@ -93,8 +110,11 @@ def table_text(evaluation: Evaluation, info: RunInfo) -> str:
         + f"; frame vote: {evaluation.vote.min_votes} of {evaluation.vote.frames} "
         f"frames, mean confidence > {evaluation.vote.threshold}",
     ]
+    intervals = item_f1_intervals(evaluation)
     for level in (info.level, *(lv for lv in LEVELS if lv != info.level)):
         lines += ["", f"## {_level_heading(level, counts)}", "", markdown_table(evaluation, level)]
+        if level == "item":
+            lines += ["", _interval_line(evaluation, intervals)]
     return "\n".join(lines) + "\n"
 
 
@@ -148,13 +168,13 @@ def _item_json(evaluation: Evaluation, index: int, root: Path) -> dict:
     }
 
 
-def _row_json(row: RowResult) -> dict:
+def _row_json(row: RowResult, interval: Interval) -> dict:
     return {
         "key": row.spec.key,
         "label": row.spec.label,
         "kind": row.spec.kind,
         "window": {**row.window.to_json(), "average_precision": row.window_ap},
-        "item": row.item.to_json(),
+        "item": {**row.item.to_json(), "f1_interval": interval.to_json()},
         "time_to_detection": row.delays.to_json(),
         "timing": {"seconds": round(row.seconds, 4), "frames": row.frames, "s_per_frame": row.s_per_frame},
     }
@@ -165,6 +185,7 @@ def results_document(evaluation: Evaluation, info: RunInfo) -> dict:
     root = Path(info.data_dir)
     traces = evaluation.traces
     totals = _sum_times(traces)
+    intervals = item_f1_intervals(evaluation)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -195,7 +216,7 @@ def results_document(evaluation: Evaluation, info: RunInfo) -> dict:
             "columns": list(COLUMNS),
             "rows": [table_cells(r, info.level) for r in evaluation.rows],
         },
-        "rows": [_row_json(r) for r in evaluation.rows],
+        "rows": [_row_json(r, intervals[r.spec.key]) for r in evaluation.rows],
         "timing": {
             "frames_processed": sum(t.frames_processed for t in traces),
             "stages": totals.to_json(),

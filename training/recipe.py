@@ -27,8 +27,8 @@ from pipeline.models import fuse_for_inference, resolve_device, smoke_class_inde
 
 from .backbone import BackboneOptions, collect_crops, train_backbone
 from .datasets import RealSet, read_manifest, read_yolo_folder
-from .metrics import Interval, f1_difference_interval
 from .detector import build_detector_dataset, save_start_checkpoint, train_detector
+from .metrics import Interval, f1_difference_interval
 from .verifier import HeadTrainingOptions, train_heads
 
 CCBY_ATTRIBUTION = (
@@ -537,6 +537,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     )
     previous = recipe.out / "metadata.json"
     new_f1 = metrics["synthetic_test"]["item_level"][_label(deciding_row(bundle.config))]["f1"]
+    compared: dict = {}  # the held-out F1 of the new and the existing bundle, when there is one to compare with
     if previous.is_file() and not recipe.force:
         # Scored again on these very clips with its own rule: the F1 in its metadata may come from
         # other clips (another seed or count), and a figure kept because it once won is optimistic.
@@ -545,21 +546,24 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         _log(f"scores: the existing bundle on the same {recipe.test_clips} held-out clips and real validation clips")
         old_test = score_bundle(old_bundle, test_dir, [old_head], progress)
         old_f1 = old_test["item_level"][_label(deciding_row(old_bundle.config))]["f1"]
-        difference = held_out_difference(metrics["synthetic_test"], old_test)
+        try:  # a figure beside the verdict: it must never cost the hours of training above
+            difference = held_out_difference(metrics["synthetic_test"], old_test)
+            spread = f"{100 * difference.low:+.1f} to {100 * difference.high:+.1f} points"
+        except ValueError as exc:
+            difference, spread = None, f"not computed ({exc})"
         _log(f"held-out F1 {new_f1:.4f} against {old_f1:.4f} for the existing bundle; new minus existing, "
-             f"95 % interval over the clips: {100 * difference.low:+.1f} to {100 * difference.high:+.1f} points")
+             f"95 % interval over the clips: {spread}")
         real = [k.removeprefix("real:") for k in metrics if k.startswith("real:")]
         old_real = {name: real_items_right(score_bundle(old_bundle, Path(metrics[f"real:{name}"]["data"]), [old_head], progress))
                     for name in real}
         new_real = {name: real_items_right(metrics[f"real:{name}"]) for name in real}
         reason = keep_reason(new_f1, old_f1, new_real, old_real)
-        compared = {"held_out_f1": {"new": new_f1, "existing": old_f1, "difference_interval": difference.to_json()}}
+        compared = {"held_out_f1": {"new": new_f1, "existing": old_f1,
+                                    "difference_interval": difference.to_json() if difference else None}}
         if reason is not None:
             bundle.save(work / "bundle-candidate")
             return {"replaced": False, "reason": reason, "candidate": str(work / "bundle-candidate"), **compared,
                     "metrics": metrics}
-    else:
-        compared = {}
     bundle.save(recipe.out)
     return {"replaced": True, "bundle": str(recipe.out), "head": head, "decision": decision,
             "scorer_threshold": bundle.config.decision.scorer_threshold, **compared, "metrics": metrics}
@@ -567,10 +571,13 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
 def held_out_difference(new_scores: dict, old_scores: dict) -> Interval:
     """The new bundle's item F1 minus the existing one's on the same held-out clips, as a paired
-    bootstrap interval (training.metrics.f1_difference_interval). The keep rule still asks only for a higher
-    F1; the interval is reported beside it so a win of a clip or two is read as what it is."""
+    bootstrap interval (training.metrics.f1_difference_interval). The keep rule still asks only for
+    a higher F1; the interval is reported beside it so a win of a clip or two is read as what it is.
+    Clips are paired by name, so names must not repeat."""
     new_verdicts = {row["item"]: row["verdict"] == "smoke" for row in new_scores["per_item"]}
     old_rows = old_scores["per_item"]
+    if len(new_verdicts) != len(new_scores["per_item"]) or len({row["item"] for row in old_rows}) != len(old_rows):
+        raise ValueError("clip names repeat in the held-out scores: the two bundles' verdicts cannot be paired")
     if set(new_verdicts) != {row["item"] for row in old_rows}:
         raise ValueError("the two bundles were scored on different clips")
     truth = [row["truth"] == "smoke" for row in old_rows]

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.records import StageTimes
-from training.metrics import Interval, f1_interval
+from training.metrics import Interval
 
 from .records import LEVELS, ItemTrace, Level, RowResult, RunInfo
 from .scoring import Evaluation
@@ -72,16 +72,8 @@ def _sample_counts(evaluation: Evaluation) -> dict[str, int]:
     }
 
 
-def item_f1_intervals(evaluation: Evaluation) -> dict[str, Interval]:
-    """Each row's item-level F1 interval (training.metrics.f1_interval; one seed, so the same resamples)."""
-    truth = [t.item.is_smoke for t in evaluation.traces]
-    return {
-        spec.key: f1_interval(truth, [o[spec.key].verdict == "smoke" for o in evaluation.outcomes])
-        for spec in evaluation.specs
-    }
-
-
-def _interval_line(evaluation: Evaluation, intervals: dict[str, Interval]) -> str:
+def _interval_line(evaluation: Evaluation) -> str:
+    intervals = evaluation.item_f1_intervals
     parts = [f"{s.label} {100 * intervals[s.key].low:.1f}-{100 * intervals[s.key].high:.1f}" for s in evaluation.specs]
     return "F1 % could move, on another draw of items like these (95 % bootstrap interval): " + "; ".join(parts)
 
@@ -110,11 +102,10 @@ def table_text(evaluation: Evaluation, info: RunInfo) -> str:
         + f"; frame vote: {evaluation.vote.min_votes} of {evaluation.vote.frames} "
         f"frames, mean confidence > {evaluation.vote.threshold}",
     ]
-    intervals = item_f1_intervals(evaluation)
     for level in (info.level, *(lv for lv in LEVELS if lv != info.level)):
         lines += ["", f"## {_level_heading(level, counts)}", "", markdown_table(evaluation, level)]
         if level == "item":
-            lines += ["", _interval_line(evaluation, intervals)]
+            lines += ["", _interval_line(evaluation)]
     return "\n".join(lines) + "\n"
 
 
@@ -185,7 +176,7 @@ def results_document(evaluation: Evaluation, info: RunInfo) -> dict:
     root = Path(info.data_dir)
     traces = evaluation.traces
     totals = _sum_times(traces)
-    intervals = item_f1_intervals(evaluation)
+    intervals = evaluation.item_f1_intervals
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

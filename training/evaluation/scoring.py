@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from pipeline.scorer import TrackScorer
 from pipeline.verifier import TABLE_NAMES
 from training.metrics import (
     DetectionDelay,
+    Interval,
     binary_scores,
     detection_delay,
+    f1_interval,
     precision_recall_curve,
     step_average_precision,
     summarize_delays,
@@ -133,6 +136,15 @@ class Evaluation:
 
     def row(self, key: str) -> RowResult:
         return next(r for r in self.rows if r.spec.key == key)
+
+    @cached_property
+    def item_f1_intervals(self) -> dict[str, Interval]:
+        """Each row's item-level F1 interval (training.metrics.f1_interval; one seed, so the same
+        resamples), worked out once for the printed table, table.md and results.json."""
+        truth = [t.item.is_smoke for t in self.traces]
+        return {
+            spec.key: f1_interval(truth, [o[spec.key].verdict == "smoke" for o in self.outcomes]) for spec in self.specs
+        }
 
 
 def score_traces(

@@ -139,6 +139,15 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0
     assert "positives" not in ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]
 
+    # --backbone-frames: crops cut from fewer (or more) frames of each clip are another backbone again
+    jittered_at = stages[1].stat().st_mtime_ns
+    train_default(replace(recipe, out=tmp_path / "framed", positive_jitter=1, detector_positives=True, backbone_frames=3),
+                  progress=False)
+    assert stages[1].stat().st_mtime_ns != jittered_at
+    framed = ModelBundle.load(tmp_path / "work" / "bundle-ext").metadata.provenance["extractor"]
+    assert framed["crop_frames"] == 3 and "crop_frames" not in record
+    assert 0 < framed["crops"]["synthetic_negative"] < record["crops"]["synthetic_negative"]  # 2 per frame: 3 frames, not 6
+
     # --detector-from: a detector trained elsewhere (e.g. fine-tuned) replaces the detector stage, and
     # the backbone may learn its false positives on real images as negatives
     elsewhere = ModelBundle.load(tmp_path / "work" / "bundle-det")

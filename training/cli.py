@@ -316,7 +316,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="extra backbone positives per smoke box, shifted and rescaled as proposals sit on a plume (default 0)")
     p.add_argument("--detector-positives", action="store_true",
                    help="also teach the backbone the detector's own boxes on plumes as smoke (off by default)")
-    p.add_argument("--backbone-frames", type=positive_int, default=6, metavar="N",
+    p.add_argument("--backbone-frames", type=positive_int, metavar="N",
                    help="frames per training clip the backbone's crops are cut from, spread over the clip; more frames "
                    "show more plumes young and small (default 6, as the shipped backbone)")
     p.add_argument("--landmarks", type=probability, default=0.0, metavar="SHARE",
@@ -357,7 +357,8 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
-        real_detector_negatives=args.real_detector_negatives, landmarks=args.landmarks, backbone_frames=args.backbone_frames,
+        real_detector_negatives=args.real_detector_negatives, landmarks=args.landmarks,
+        **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
     )

@@ -31,6 +31,7 @@ from pipeline.tubes import expand_region
 
 from .datasets import ManifestItem, YoloImage, frame_boxes
 from .metrics import binary_scores
+from .splits import ClipSplit, split_group
 
 
 @dataclass
@@ -39,6 +40,7 @@ class CropSet:
     labels: np.ndarray  # N, 1 = smoke
     group: np.ndarray  # N, source id (for a split by source)
     counts: dict = field(default_factory=dict)
+    group_keys: list[str] = field(default_factory=list)  # per source id: clip stem or real source group (ClipSplit keys)
 
 
 BN_CALIBRATION_CROPS = 2048  # training crops whose statistics become the BatchNorm running statistics
@@ -51,6 +53,9 @@ class BackboneOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.1
+    # validate on the clips this split holds out (those the heads validate on too) instead of a random
+    # `val_fraction` of the sources; None, as the shipped backbone was trained
+    split: ClipSplit | None = None
     seed: int = 0
     frames_per_clip: int = 6
     negatives_per_frame: int = 2
@@ -115,6 +120,7 @@ def collect_crops(
 ) -> CropSet:
     rng = random.Random(options.seed)
     crops, labels, groups = [], [], []
+    group_keys = [item.path.stem for item in synthetic]
     counts = {"synthetic_positive": 0, "synthetic_positive_jittered": 0, "detector_true_positive": 0, "synthetic_negative": 0,
               "detector_false_positive": 0, "real_positive": 0, "real_positive_jittered": 0, "real_negative": 0,
               "real_detector_false_positive": 0}
@@ -153,6 +159,7 @@ def collect_crops(
     if options.max_real is not None and len(real) > options.max_real:
         real = rng.sample(real, options.max_real)
     offset = len(synthetic)
+    group_keys += [split_group(image_item) for image_item in real]
     for index, image_item in enumerate(tqdm(real, desc="crops: real", unit="img", disable=disable)):
         image = cv2.imread(str(image_item.image))
         if image is None:
@@ -173,7 +180,20 @@ def collect_crops(
                 add(image, expand_region(det.box, tubes, w, h), 0, group, "real_detector_false_positive")
     if not crops:
         raise SmokewatchError("no training crops: the training data holds no images")
-    return CropSet(np.stack(crops), np.array(labels, np.int64), np.array(groups, np.int64), counts)
+    return CropSet(np.stack(crops), np.array(labels, np.int64), np.array(groups, np.int64), counts, group_keys)
+
+
+def validation_crops(data: CropSet, options: BackboneOptions, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of the crops held out for validation, whole sources at a time."""
+    if options.split is None:
+        unique = np.unique(data.group)
+        val_groups = rng.choice(unique, size=max(1, int(len(unique) * options.val_fraction)), replace=False)
+        return np.isin(data.group, val_groups)
+    val_groups = [g for g, key in enumerate(data.group_keys) if options.split.holds_out(key)]
+    if not val_groups:
+        raise SmokewatchError(f"the validation split ({options.split.fraction:.0%} of clips by name) holds out none of the "
+                              f"{len(data.group_keys)} training sources: give more clips")
+    return np.isin(data.group, val_groups)
 
 
 def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: BackboneOptions, progress: bool | None = None) -> dict:
@@ -181,9 +201,7 @@ def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: Backbo
     torch.manual_seed(options.seed)
     device = resolve_device(options.device)
     rng = np.random.default_rng(options.seed)
-    unique = np.unique(data.group)
-    val_groups = rng.choice(unique, size=max(1, int(len(unique) * options.val_fraction)), replace=False)
-    val = np.isin(data.group, val_groups)
+    val = validation_crops(data, options, rng)
     train_idx, val_idx = np.nonzero(~val)[0], np.nonzero(val)[0]
     labels = torch.from_numpy(data.labels.astype(np.float32))
     pos = float(labels[train_idx].sum())

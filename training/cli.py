@@ -176,6 +176,7 @@ def _eval_regions(args: argparse.Namespace) -> int:
 def cmd_train_verifier(args: argparse.Namespace) -> int:
     from training.backbone import BackboneOptions
     from training.recipe import train_backbone_stage, train_verifier_stage
+    from training.splits import ClipSplit
     from training.verifier import HeadTrainingOptions
 
     if args.eval:
@@ -195,10 +196,12 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
         dropped = set_change_cues(bundle, args.change_cues == "on", heads)
         if dropped:
             out["heads_dropped"] = dropped  # trained on the other input; retrain them with --heads to keep them
+    split = ClipSplit(seed=args.seed) if args.shared_validation else None
     if args.backbone_epochs > 0:
-        out["extractor"] = train_backbone_stage(bundle, manifests, real, BackboneOptions(epochs=args.backbone_epochs, seed=args.seed), progress)
+        options = BackboneOptions(epochs=args.backbone_epochs, seed=args.seed, split=split)
+        out["extractor"] = train_backbone_stage(bundle, manifests, real, options, progress)
     cache = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + "-work") / "window-cache"
-    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache)
+    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache, split=split)
     record = train_verifier_stage(bundle, manifests, heads, options, progress)
     bundle.save(args.out)
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
@@ -268,6 +271,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--change-cues", choices=["on", "off"],
                    help="feed the heads how each region changed over its window beside its crop features "
                    "(default: as the --model bundle has it); heads not retrained here leave the bundle when this changes")
+    p.add_argument("--shared-validation", action="store_true",
+                   help="backbone and heads validate on the same clips, those `train detector` validates on with the same "
+                   "--seed (chosen by clip name), instead of each drawing its own; off by default, as the shipped bundle")
     p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--eval", metavar="DIR", help="instead of training, score the --model bundle's heads (default: the shipped "
@@ -325,6 +331,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-detector-negatives", action="store_true",
                    help="also teach the backbone the detector's boxes on the real training images that miss their smoke "
                    "labels as not-smoke (off by default)")
+    p.add_argument("--shared-validation", action="store_true",
+                   help="backbone and heads validate on the training clips the detector validated on, so the heads' "
+                   "validation figure and early stopping read clips no stage learnt from (off by default, as the shipped bundle)")
     p.add_argument("--detector-from", metavar="BUNDLE",
                    help="take the detector of this bundle (e.g. one `train detector --finetune` wrote) instead of "
                    "training one; the later stages learn around it")
@@ -357,7 +366,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
-        real_detector_negatives=args.real_detector_negatives, landmarks=args.landmarks,
+        real_detector_negatives=args.real_detector_negatives, landmarks=args.landmarks, shared_validation=args.shared_validation,
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,

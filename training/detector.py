@@ -9,7 +9,6 @@ ultralytics does the optimisation, offline and with its own progress bars.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -28,16 +27,7 @@ from pipeline.yolo_env import prepare_ultralytics
 
 from .datasets import ManifestItem, RealSet, YoloImage, read_manifest, read_yolo_folder
 from .metrics import BinaryScores, average_precision, binary_scores, match_boxes
-
-
-def _in_validation(key: str, fraction: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
-
-
-def split_group(image: YoloImage) -> str:
-    """Frames of one video share a group; independent stills are each their own group."""
-    return f"still:{image.image.name}" if image.group in ("", "still") else image.group
+from .splits import DETECTOR_VALIDATION_FRACTION, held_out, split_group
 
 
 @dataclass
@@ -54,7 +44,7 @@ def build_detector_dataset(
     real_sets: list[RealSet],
     frames_per_clip: int = 6,
     max_real: int | None = None,
-    val_fraction: float = 0.12,
+    val_fraction: float = DETECTOR_VALIDATION_FRACTION,
     seed: int = 0,
     progress: bool | None = None,
 ) -> DetectorDataset:
@@ -71,7 +61,7 @@ def build_detector_dataset(
     for folder in synth_dirs:
         items += [(Path(folder), item) for item in read_manifest(folder, check_frames=False)]
     for root, item in tqdm(items, desc="detector data: synthetic", unit="clip", disable=None if progress is None else not progress):
-        split = "val" if _in_validation(item.path.stem, val_fraction, seed) else "train"
+        split = "val" if held_out(item.path.stem, val_fraction, seed) else "train"
         for frame_index, image in _pick_frames(item, frames_per_clip, rng):
             name = f"{root.name}_{item.path.stem}_{frame_index:06d}"
             cv2.imwrite(str(work / split / "images" / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -87,7 +77,7 @@ def build_detector_dataset(
         if max_real is not None and len(images) > max_real:
             images = sorted(rng.sample(images, max_real), key=lambda i: i.image.name)
         for image in images:
-            split = "val" if _in_validation(split_group(image), val_fraction, seed) else "train"
+            split = "val" if held_out(split_group(image), val_fraction, seed) else "train"
             name = f"{Path(folder).name}_{image.image.stem}"
             target = work / split / "images" / f"{name}{image.image.suffix.lower()}"
             os.symlink(image.image.resolve(), target)

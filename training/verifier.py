@@ -27,6 +27,7 @@ from pipeline.verifier import HeadSpec, RecurrentHead, build_head, count_paramet
 
 from .datasets import ManifestItem
 from .metrics import binary_scores
+from .splits import ClipSplit
 from .windows import WindowSet, collect_windows
 
 
@@ -40,6 +41,9 @@ class HeadTrainingOptions:
     weight_decay: float = 1e-4
     patience: int = 6
     val_fraction: float = 0.2
+    # validate on the clips this split holds out (by name, as the backbone can) instead of a random
+    # `val_fraction` of the items; None, as the shipped heads were trained
+    split: ClipSplit | None = None
     seed: int = 0
     feature_noise: float = 0.05  # Gaussian noise on standardised features, against memorising clips
     cache_dir: Path | None = None
@@ -86,6 +90,16 @@ def split_by_item(windows: WindowSet, fraction: float, seed: int) -> tuple[np.nd
             count = max(1, count)
         val_items.extend(group[:count].tolist())
     val = np.isin(windows.item, val_items)
+    return ~val, val
+
+
+def split_by_name(windows: WindowSet, split: ClipSplit) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, val): validation holds the items whose clip the split holds out."""
+    val_items = [index for index, path in enumerate(windows.items) if split.holds_out(Path(path).stem)]
+    val = np.isin(windows.item, val_items)
+    if not val.any() or val.all():
+        raise SmokewatchError(f"the validation split ({split.fraction:.0%} of clips by name) leaves "
+                              f"{'no' if not val.any() else 'only'} validation windows among {len(windows.items)} items: give more clips")
     return ~val, val
 
 
@@ -192,7 +206,10 @@ def train_heads(
     windows = collect_windows(engine, items, options.cache_dir, progress)
     if len(windows) == 0:
         raise SmokewatchError("the training items gave no windows: the detector found no candidates and no item has per-frame boxes")
-    train_mask, val_mask = split_by_item(windows, options.val_fraction, options.seed)
+    if options.split is None:
+        train_mask, val_mask = split_by_item(windows, options.val_fraction, options.seed)
+    else:
+        train_mask, val_mask = split_by_name(windows, options.split)
     train, val = windows.subset(train_mask), windows.subset(val_mask)
     reports = {}
     for name in heads:

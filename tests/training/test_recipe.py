@@ -10,6 +10,7 @@ from pipeline.config import HEAD_NAMES, PipelineConfig
 from pipeline.cues import CUE_DIM
 from pipeline.verifier import TABLE_NAMES
 from training.recipe import RealSet, _default_architecture, _stage_done, _synth, default_config
+from training.splits import ClipSplit
 
 
 def test_a_finished_stage_is_reused_only_with_the_same_settings(tmp_path, tiny_config):
@@ -147,6 +148,20 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     framed = ModelBundle.load(tmp_path / "work" / "bundle-ext").metadata.provenance["extractor"]
     assert framed["crop_frames"] == 3 and "crop_frames" not in record
     assert 0 < framed["crops"]["synthetic_negative"] < record["crops"]["synthetic_negative"]  # 2 per frame: 3 frames, not 6
+
+    # --shared-validation: the backbone and the heads validate on the training clips the detector
+    # validated on (tests/training/test_splits.py checks which), and say so; it is another backbone
+    framed_at = stages[1].stat().st_mtime_ns
+    shared = train_default(replace(recipe, out=tmp_path / "shared", shared_validation=True), progress=False)
+    assert shared["replaced"] and stages[1].stat().st_mtime_ns != framed_at
+    provenance = ModelBundle.load(tmp_path / "shared").metadata.provenance
+    assert provenance["extractor"]["split"] == provenance["verifier"]["split"] == ClipSplit(seed=0).to_json()
+    assert "split" not in framed and "split" not in ModelBundle.load(tmp_path / "out").metadata.provenance["verifier"]
+    windows = provenance["verifier"]["heads"]["gru"]["windows"]
+    assert windows["val"]["windows"] > 0 and windows["train"]["windows"] > 0
+    detector_val = {image.stem.split("_", 1)[1].rsplit("_", 1)[0]
+                    for image in (tmp_path / "work" / "det-work" / "detector-data" / "val" / "images").glob("synth-train_*")}
+    assert detector_val == {f"synth_{i:05d}" for i in range(6) if ClipSplit(seed=0).holds_out(f"synth_{i:05d}")} != set()
 
     # --detector-from: a detector trained elsewhere (e.g. fine-tuned) replaces the detector stage, and
     # the backbone may learn its false positives on real images as negatives

@@ -15,7 +15,7 @@ from pipeline.records import Box
 from training.backbone import BackboneOptions, _jittered, collect_crops
 from training.datasets import read_manifest, read_yolo_folder
 from training.recipe import RealSet, train_backbone_stage, train_detector_stage, train_verifier_stage
-from training.synth.dataset import SynthRequest, write_dataset
+from training.splits import ClipSplit
 from training.verifier import HeadTrainingOptions
 
 TINY = {
@@ -33,22 +33,6 @@ TINY = {
     "sampling.fps": 5.0,
     "runtime.device": "cpu",
 }
-
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "synth"
-    write_dataset(SynthRequest(out, clips=6, seed=21, size=(192, 128), frames=10, fps=5.0, workers=1), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def real_dir(tmp_path_factory, make_yolo_folder):
-    """A small YOLO folder where class 1 is smoke, like the CC BY training set."""
-    labels = ["1 0.5 0.5 0.3 0.4\n0 0.2 0.2 0.1 0.1\n" if i % 2 else "" for i in range(6)]
-    root = make_yolo_folder(tmp_path_factory.mktemp("real"), labels, size=(128, 96), stem="v")
-    (root / "groups.csv").write_text("image,group\n" + "".join(f"v_{i}.jpg,video_{i // 3}\n" for i in range(6)))
-    return root
 
 
 def test_tiny_training_run_produces_a_working_bundle(synth_dir, real_dir, tmp_path):
@@ -115,6 +99,15 @@ def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retra
     assert len(set((tmp_path / "cache").glob("*.npz")) - before) == len(before)
     plain = ModelBundle.load(tmp_path / "plain")
     assert not plain.config.extractor.change_cues and plain.heads["gru"].spec.input_dim == plain.feature_dim
+
+    # --shared-validation: the heads validate on the clips `train detector --seed 0` validates on, and say so
+    assert main(["train", "verifier", "--model", str(tmp_path / "plain"), "--data", str(synth_dir), "--heads", "gru",
+                 "--backbone-epochs", "0", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "shared"),
+                 "--shared-validation", "-q"]) == 0
+    capsys.readouterr()
+    record = ModelBundle.load(tmp_path / "shared").metadata.provenance["verifier"]
+    assert record["split"] == ClipSplit(seed=0).to_json() and "split" not in plain.metadata.provenance["verifier"]
+    assert record["heads"]["gru"]["windows"]["val"]["windows"] > 0
 
     # cached windows with cues are recomputed when the cues themselves change; those without stay
     from training import windows

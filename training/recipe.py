@@ -476,9 +476,10 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     ext_path = work / "bundle-ext"
     extractor = default_config().extractor
-    # the same clips the detector validated on: it split them with the recipe's seed (train_detector_stage;
-    # a detector taken from another bundle, with that bundle's seed, 0 for the shipped one)
-    split = ClipSplit(seed=recipe.seed) if recipe.shared_validation else None
+    # the same clips the detector validated on: it split them with the seed its record holds (the
+    # recipe's when trained here; a detector taken from another bundle, with that bundle's)
+    detector_seed = bundle.metadata.provenance.get("detector", {}).get("seed", recipe.seed)
+    split = ClipSplit(seed=detector_seed) if recipe.shared_validation else None
     options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
                               detector_positives=recipe.detector_positives,
                               real_detector_negatives=recipe.real_detector_negatives, frames_per_clip=recipe.backbone_frames,

@@ -188,6 +188,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     if not manifests:
         raise ConfigError("train verifier needs at least one manifest folder in --data (clips with smoke and without)")
     bundle = _load_or_create(args.model, heads)
+    had_scorer = bundle.scorer is not None
     progress = None if not args.quiet else False
     out: dict = {"bundle": str(args.out)}
     if args.change_cues is not None:
@@ -206,6 +207,8 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     bundle.save(args.out)
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
     out["deciding_head"] = bundle.config.verifier.head
+    if had_scorer and bundle.scorer is None:  # it learnt the old heads' probabilities
+        out["track_scorer"] = "dropped: it read heads trained anew here; fit one with smokewatch train decision"
     print(json.dumps(out, indent=2, default=str))
     return 0
 

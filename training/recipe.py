@@ -30,7 +30,7 @@ from .datasets import RealSet, read_manifest, read_yolo_folder
 from .detector import build_detector_dataset, save_start_checkpoint, train_detector
 from .metrics import Interval, f1_difference_interval
 from .splits import ClipSplit
-from .verifier import HeadTrainingOptions, train_heads
+from .verifier import HeadTrainingOptions, drop_scorer, train_heads
 
 CCBY_ATTRIBUTION = (
     '"Fire and Smoke Detection" dataset, version 1, by vicky-vishnu on Roboflow Universe '
@@ -172,15 +172,9 @@ def train_verifier_stage(
     bundle.metadata.provenance["verifier"] = record
     if bundle.scorer is not None and set(bundle.scorer.heads) & set(trained):
         # the scorer learnt the old heads' probabilities; it would misread the new ones
-        _drop_scorer(bundle)
+        drop_scorer(bundle)
         bundle.metadata.provenance.pop("track_scorer", None)
     return record
-
-
-def _drop_scorer(bundle: ModelBundle) -> None:
-    """Decide with the k-of-n rule again: no scorer file, no scorer threshold."""
-    bundle.scorer = None
-    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": None})
 
 
 def train_decision_stage(bundle: ModelBundle, traces: list, data_dirs: list[Path], heads: list[str], seed: int = 0,
@@ -529,7 +523,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         except ScorerError as exc:
             bundle.metadata.provenance["track_scorer"] = scorer = {"used": False, "reason": str(exc)}
         if not scorer["used"]:  # the rule did as well on the clips it was picked on, or no scorer could be fitted
-            _drop_scorer(bundle)
+            drop_scorer(bundle)
 
     test_dir = _synth(work / "synth-test", recipe.test_clips, recipe.test_seed, progress)
     _log(f"scores: {recipe.test_clips} held-out clips (seed {recipe.test_seed}) and {len(recipe.validation or [])} real validation folders")

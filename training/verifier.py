@@ -187,7 +187,16 @@ def set_change_cues(bundle: ModelBundle, enabled: bool, retrained: list[str]) ->
     dropped = [name for name in bundle.heads if name not in retrained]
     for name in dropped:
         del bundle.heads[name]
+    if bundle.scorer is not None:  # every head it reads is now retrained or gone
+        drop_scorer(bundle)
+        bundle.metadata.provenance.pop("track_scorer", None)
     return dropped
+
+
+def drop_scorer(bundle: ModelBundle) -> None:
+    """Decide with the k-of-n rule again: no scorer file, no scorer threshold."""
+    bundle.scorer = None
+    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": None})
 
 
 def train_heads(
@@ -202,7 +211,10 @@ def train_heads(
     unknown = [h for h in heads if h not in HEAD_NAMES]
     if unknown:
         raise SmokewatchError(f"unknown verifier head {', '.join(unknown)}; choose from {', '.join(HEAD_NAMES)}")
-    engine = Engine(bundle, device=options.device, heads=[])
+    # No head runs while windows are collected: not even those a track scorer reads, which may
+    # expect another input than these windows have (change cues switched) and are being replaced.
+    quiet = bundle.config.with_overrides({"decision.scorer_threshold": None})
+    engine = Engine(bundle, device=options.device, heads=[], config=quiet)
     windows = collect_windows(engine, items, options.cache_dir, progress)
     if len(windows) == 0:
         raise SmokewatchError("the training items gave no windows: the detector found no candidates and no item has per-frame boxes")

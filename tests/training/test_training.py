@@ -120,6 +120,31 @@ def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retra
     assert after[0] != before[0] and after[1] == before[1]
 
 
+def test_heads_retrained_on_a_bundle_with_a_track_scorer_leave_it_deciding_by_the_rule(synth_dir, tmp_path, capsys):
+    """The scorer learnt the old heads' probabilities (and, with the cues switched, their input):
+    windows are collected without running any head, and the stale scorer leaves the bundle."""
+    from pipeline.scorer import TrackScorer, Tree
+    from service.cli import main
+
+    torch.manual_seed(0)
+    start = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru", "lstm"], name="scored")
+    start.scorer = TrackScorer(("gru", "lstm"), 0.0, 1.0, (Tree([-2], [-2.0], [-1], [-1], [0.0]),))
+    start.config = start.config.with_overrides({"decision.scorer_threshold": 0.5})
+    start.save(tmp_path / "start")
+
+    for heads, cues, out in (("gru", "off", "plain"), ("gru", "on", "cues")):
+        assert main(["train", "verifier", "--model", str(tmp_path / "start"), "--data", str(synth_dir), "--heads", heads,
+                     "--backbone-epochs", "0", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / out),
+                     "--change-cues", cues, "-q"]) == 0
+        assert "dropped" in json.loads(capsys.readouterr().out)["track_scorer"]
+        bundle = ModelBundle.load(tmp_path / out)
+        assert bundle.scorer is None and bundle.config.decision.scorer_threshold is None
+        assert "track_scorer" not in bundle.metadata.provenance
+        clip = next(i.path for i in read_manifest(synth_dir) if i.is_smoke)
+        assert Engine(bundle).detect(clip, progress=False).frames_processed == 10
+    assert sorted(ModelBundle.load(tmp_path / "plain").heads) == ["gru", "lstm"]
+
+
 def test_real_sets_split_by_group_never_by_image(real_dir, tmp_path):
     from training.detector import build_detector_dataset
 

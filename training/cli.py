@@ -208,7 +208,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
     out["deciding_head"] = bundle.config.verifier.head
     if had_scorer and bundle.scorer is None:  # it learnt the old heads' probabilities
-        out["track_scorer"] = "dropped: it read heads trained anew here; fit one with smokewatch train decision"
+        out["track_scorer"] = "dropped: it read heads trained anew or dropped here; fit one with smokewatch train decision"
     print(json.dumps(out, indent=2, default=str))
     return 0
 

@@ -176,7 +176,7 @@ def _eval_regions(args: argparse.Namespace) -> int:
 def cmd_train_verifier(args: argparse.Namespace) -> int:
     from training.backbone import BackboneOptions
     from training.recipe import train_backbone_stage, train_verifier_stage
-    from training.splits import ClipSplit
+    from training.splits import detector_split
     from training.verifier import HeadTrainingOptions
 
     if args.eval:
@@ -197,7 +197,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
         dropped = set_change_cues(bundle, args.change_cues == "on", heads)
         if dropped:
             out["heads_dropped"] = dropped  # trained on the other input; retrain them with --heads to keep them
-    split = ClipSplit(seed=args.seed) if args.shared_validation else None
+    split = detector_split(bundle.metadata.provenance, args.seed) if args.shared_validation else None
     if args.backbone_epochs > 0:
         options = BackboneOptions(epochs=args.backbone_epochs, seed=args.seed, split=split)
         out["extractor"] = train_backbone_stage(bundle, manifests, real, options, progress)
@@ -207,6 +207,8 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     bundle.save(args.out)
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
     out["deciding_head"] = bundle.config.verifier.head
+    if split is not None:
+        out["validation_split"] = split.to_json()
     if had_scorer and bundle.scorer is None:  # it learnt the old heads' probabilities
         out["track_scorer"] = "dropped: it read heads trained anew or dropped here; fit one with smokewatch train decision"
     print(json.dumps(out, indent=2, default=str))
@@ -275,8 +277,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="feed the heads how each region changed over its window beside its crop features "
                    "(default: as the --model bundle has it); heads not retrained here leave the bundle when this changes")
     p.add_argument("--shared-validation", action="store_true",
-                   help="backbone and heads validate on the same clips, those `train detector` validates on with the same "
-                   "--seed (chosen by clip name), instead of each drawing its own; off by default, as the shipped bundle")
+                   help="backbone and heads validate on the same clips, those the --model bundle's detector validated on "
+                   "(chosen by clip name with the seed its training record holds; --seed for a detector without one), "
+                   "instead of each drawing its own; off by default, as the shipped bundle")
     p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--eval", metavar="DIR", help="instead of training, score the --model bundle's heads (default: the shipped "

@@ -29,7 +29,7 @@ from .backbone import BackboneOptions, collect_crops, train_backbone
 from .datasets import RealSet, read_manifest, read_yolo_folder
 from .detector import build_detector_dataset, save_start_checkpoint, train_detector
 from .metrics import Interval, f1_difference_interval
-from .splits import ClipSplit
+from .splits import detector_split
 from .verifier import HeadTrainingOptions, drop_scorer, train_heads
 
 CCBY_ATTRIBUTION = (
@@ -470,10 +470,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     ext_path = work / "bundle-ext"
     extractor = default_config().extractor
-    # the same clips the detector validated on: it split them with the seed its record holds (the
-    # recipe's when trained here; a detector taken from another bundle, with that bundle's)
-    detector_seed = bundle.metadata.provenance.get("detector", {}).get("seed", recipe.seed)
-    split = ClipSplit(seed=detector_seed) if recipe.shared_validation else None
+    # the same clips the detector validated on (trained here, or taken from another bundle)
+    split = detector_split(bundle.metadata.provenance, recipe.seed) if recipe.shared_validation else None
     options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
                               detector_positives=recipe.detector_positives,
                               real_detector_negatives=recipe.real_detector_negatives, frames_per_clip=recipe.backbone_frames,

@@ -11,6 +11,7 @@ between stages or across resumed runs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .datasets import YoloImage
@@ -43,3 +44,11 @@ class ClipSplit:
 
     def to_json(self) -> dict:
         return {"by": "clip name (sha256)", "fraction": self.fraction, "seed": self.seed}
+
+
+def detector_split(provenance: Mapping, seed: int) -> ClipSplit:
+    """The split a bundle's detector validated with. `train detector` splits by its own --seed, which
+    its record keeps; a later stage run with another --seed must still hold out those clips, or the
+    heads validate on clips the detector learnt from. `seed` stands in only for a detector with no
+    record (one that smokewatch did not train)."""
+    return ClipSplit(seed=int(provenance.get("detector", {}).get("seed", seed)))

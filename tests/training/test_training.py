@@ -145,6 +145,26 @@ def test_heads_retrained_on_a_bundle_with_a_track_scorer_leave_it_deciding_by_th
     assert sorted(ModelBundle.load(tmp_path / "plain").heads) == ["gru", "lstm"]
 
 
+def test_shared_validation_holds_out_the_clips_the_bundles_detector_validated_on(synth_dir, tmp_path, capsys):
+    """A detector trained with `--seed 3` validated on the clips seed 3 picks; `train verifier
+    --shared-validation` run later with its default seed must hold out those, not seed 0's."""
+    from service.cli import main
+
+    torch.manual_seed(0)
+    start = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="seeded")
+    start.metadata.provenance["detector"] = {"arch": "yolov8n.yaml", "imgsz": 64, "seed": 3}  # as train detector --seed 3 records
+    start.save(tmp_path / "start")
+    names = [item.path.stem for item in read_manifest(synth_dir)]
+    assert [n for n in names if ClipSplit(seed=3).holds_out(n)] != [n for n in names if ClipSplit(seed=0).holds_out(n)]
+
+    assert main(["train", "verifier", "--model", str(tmp_path / "start"), "--data", str(synth_dir), "--heads", "gru",
+                 "--backbone-epochs", "0", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+                 "--shared-validation", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["validation_split"] == ClipSplit(seed=3).to_json()
+    record = ModelBundle.load(tmp_path / "out").metadata.provenance["verifier"]
+    assert record["split"] == ClipSplit(seed=3).to_json()
+
+
 def test_real_sets_split_by_group_never_by_image(real_dir, tmp_path):
     from training.detector import build_detector_dataset
 

@@ -18,8 +18,7 @@ from pipeline.errors import SmokewatchError
 from pipeline.scorer import TrackEvidence, TrackHistory, TrackScorer, Tree, feature_names
 from training.metrics import BinaryScores, binary_scores
 
-from .datasets import frame_boxes
-from .windows import shows_smoke
+from .windows import window_on_smoke
 
 TREES = 150
 LEARNING_RATE = 0.05
@@ -85,19 +84,12 @@ def track_samples(traces: Sequence, heads: Sequence[str]) -> TrackSamples:
             if history is None:
                 history = histories[window.track_id] = TrackHistory(tuple(heads))
             rows.append(history.push(TrackEvidence(window.head_probs, window.box)))
-            labels.append(_on_smoke(trace.item, window, width, height))
+            labels.append(window_on_smoke(trace.item, window, width, height))
             items.append(index)
     width = len(feature_names(heads))
     return TrackSamples(
         np.asarray(rows, dtype=np.float32).reshape(-1, width), np.asarray(labels, dtype=bool), np.asarray(items, dtype=int)
     )
-
-
-def _on_smoke(item, window, width: int, height: int) -> bool:
-    if not item.smoke_at(window.frame_index):
-        return False  # no need to read the frame's boxes
-    region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
-    return shows_smoke(item, window.frame_index, region, frame_boxes(item, window.frame_index, width, height))
 
 
 def _classifier(seed: int):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.cues import VERSION as CUES_VERSION
 from pipeline.engine import Engine, Session
-from pipeline.records import Detection, Frame, WindowRequest
+from pipeline.records import Detection, Frame, WindowRequest, WindowResult
 from pipeline.tubes import TubeBuilder
 
 from .datasets import ManifestItem, frame_boxes
@@ -126,6 +126,14 @@ def shows_smoke(item: ManifestItem, frame_index: int, region: tuple, boxes: list
     if boxes is None:  # no per-frame boxes: the frame's truth is all we know
         return True
     return any(_overlap(region, b) >= MIN_OVERLAP for b in boxes)
+
+
+def window_on_smoke(item: ManifestItem, window: WindowResult, width: int, height: int) -> bool:
+    """`shows_smoke` for a window the engine judged: its region at its last frame."""
+    if not item.smoke_at(window.frame_index):
+        return False  # no need to read the frame's boxes
+    region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
+    return shows_smoke(item, window.frame_index, region, frame_boxes(item, window.frame_index, width, height))
 
 
 def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str) -> str:

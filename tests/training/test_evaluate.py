@@ -4,6 +4,7 @@ synthetic clips with the tiny random-weight bundle, and malformed manifests stop
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,35 @@ def test_rows_share_windows_and_time_their_own_step():
     assert ev.row("detector").delays.mean_frames == 0  # a box at the first smoke frame
     assert lstm.delays.mean_frames == 0 and lstm.delays.mean_s == 0.0
     assert ev.outcomes[0]["detector"].first_alarm == (0, 0.0)  # an alarm before the smoke: false alarm
+
+
+def test_a_missed_smoke_item_is_put_down_to_the_stage_that_lost_it(tmp_path):
+    """Proposals when no region held the plume's box, scores when the regions on it scored low,
+    confirmation when they passed but never 2 of 3; nothing for a found plume or a baseline."""
+    boxes = tmp_path / "labels"
+    boxes.mkdir()
+    for frame in range(2, 6):  # the plume is box A from frame 2 on (a 100x100 source)
+        (boxes / f"{frame:06d}.txt").write_text("0 0.2 0.2 0.2 0.2\n")
+
+    def boxed(windows):
+        t = trace([()] * 6, windows, smoke_from=2)
+        t.item = replace(t.item, boxes_dir=boxes)
+        return t
+
+    off = boxed([window(f, 0.2, box=B) for f in range(6)])  # never on the plume
+    low = boxed([window(f, 0.3) for f in range(6)] + [window(4, 0.4, track=1)])
+    once = boxed([window(f, p) for f, p in enumerate([0.1, 0.1, 0.9, 0.1, 0.1, 0.9])])
+    found = boxed([window(f, 0.9) for f in range(6)])
+    early = boxed([window(0, 0.4), window(1, 0.4)] + [window(f, 0.1, box=B) for f in range(2, 6)])  # on A before the smoke
+    ev = score_traces([off, low, once, found, early], ["lstm"], DecisionConfig(threshold=0.5, confirm_k=2, confirm_n=3),
+                      VoteOptions(frames=4))
+    misses = [o["lstm"].miss for o in ev.outcomes]
+    assert [m.stage if m else None for m in misses] == ["proposals", "scores", "confirmation", None, "proposals"]
+    assert (misses[1].windows_on_smoke, misses[1].regions_on_smoke, misses[1].best_score) == (5, 2, 0.4)
+    assert misses[2].best_score == 0.9 and misses[0].best_score is None
+    assert ev.misses(ev.specs[0]) == {"proposals": 2, "scores": 1, "confirmation": 1}
+    assert all(o["detector"].miss is None and o["frame-vote"].miss is None for o in ev.outcomes)
+    assert ev.misses(next(s for s in ev.specs if s.key == "detector")) is None
 
 
 # --- the command, end to end ----------------------------------------------------------------
@@ -181,6 +211,15 @@ def test_evaluate_writes_table_results_and_plots(evaluated, synth_data, train_da
                 assert delay is None
             elif delay["alarm_frame"] is not None:
                 assert delay["frames"] == delay["alarm_frame"] - (i["smoke_from"] or 0) >= 0
+        # each smoke item a verifier row missed is put down to a stage, and the row counts them
+        missed = [i["rows"][row["key"]]["miss"] for i in items]
+        if row["kind"] == "verifier":
+            assert [m is not None for m in missed] == [i["label"] == "smoke" and i["rows"][row["key"]]["verdict"] == "no_smoke"
+                                                       for i in items]
+            assert row["missed_by_stage"] == {s: sum(m is not None and m["stage"] == s for m in missed)
+                                              for s in ("proposals", "scores", "confirmation")}
+        else:
+            assert row["missed_by_stage"] is None and missed == [None] * len(items)
         # s/frame: the shared stages this row needs plus its own head, over processed frames
         if row["kind"] == "verifier":
             stages = sum(i["stages"]["decode"] + i["stages"]["detect"] + i["stages"]["features"]

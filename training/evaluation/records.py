@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from pipeline.records import Detection, SourceInfo, StageTimes, WindowResult
 from training.datasets import ManifestItem
 from training.metrics import BinaryScores, DelaySummary, DetectionDelay
+from training.windows import window_on_smoke
 
 from . import DEFAULT_VOTE_THRESHOLD, LEVELS  # noqa: F401 - LEVELS is re-exported for the other modules
 
@@ -103,6 +105,14 @@ class ItemTrace:
             return None
         return self.item.smoke_from or 0
 
+    @cached_property
+    def on_smoke(self) -> np.ndarray:
+        """Whether each window's region holds the smoke at its last frame, judged as the heads'
+        training windows are (ground-truth boxes where the item has them, else the frame's truth).
+        Only what a miss is put down to reads it; the rows' window-level scores keep `window_truth`."""
+        width, height = self.source.width, self.source.height
+        return np.array([window_on_smoke(self.item, w, width, height) for w in self.windows], dtype=bool)
+
     def window_truth(self) -> np.ndarray:
         """Truth of each window: whether its last frame shows smoke."""
         return np.array([self.item.smoke_at(w.frame_index) for w in self.windows], dtype=bool)
@@ -146,6 +156,30 @@ class ItemDecision:
         return min(self.alarms) if self.alarms else None
 
 
+MissStage = Literal["proposals", "scores", "confirmation"]
+MISS_STAGES: tuple[MissStage, ...] = ("proposals", "scores", "confirmation")
+MISS_MEANINGS = {
+    "proposals": "no window's region held the smoke: the detector and motion proposals never put a region on it",
+    "scores": "regions held the smoke, but the row's score there stayed below its threshold",
+    "confirmation": "windows on the smoke passed the threshold, but never k of n in one region",
+}
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Where a verifier row lost a smoke item, following the frame's path through the pipeline, so
+    the stage to improve is named (the proposals, the heads or scorer, or the k-of-n rule)."""
+
+    stage: MissStage
+    windows_on_smoke: int
+    regions_on_smoke: int
+    best_score: float | None  # the row's highest score on those windows; None when there were none
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "windows_on_smoke": self.windows_on_smoke, "regions_on_smoke": self.regions_on_smoke,
+                "best_score": None if self.best_score is None else round(self.best_score, 4)}
+
+
 @dataclass
 class ItemOutcome:
     """One row's result on one item, as reported per item."""
@@ -156,6 +190,7 @@ class ItemOutcome:
     first_alarm: tuple[int, float] | None
     delay: DetectionDelay | None  # smoke items only
     window: BinaryScores
+    miss: Miss | None = None  # a smoke item a verifier row missed: where it was lost
 
 
 @dataclass

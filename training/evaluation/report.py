@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.records import StageTimes
 from training.metrics import Interval
 
-from .records import LEVELS, ItemTrace, Level, RowResult, RunInfo
+from .records import LEVELS, MISS_MEANINGS, ItemTrace, Level, RowResult, RunInfo
 from .scoring import Evaluation
 
 FORMAT = "smokewatch-evaluation"
@@ -32,6 +32,9 @@ DEFINITIONS = {
     "alarm at or after it; statistics over detected items, `missed` counts the others",
     "s_per_frame": "(decode + detection [+ features] + the row's own head or vote) / processed frames, "
     "summed over items; stages timed with the device synchronised",
+    "miss": "a smoke item a verifier row missed, put down to the first stage it did not get through: proposals "
+    "(no window's region held enough of a ground-truth box, or for items without boxes, no window during the smoke), "
+    "scores (the row's score on those windows stayed below its threshold) or confirmation (it passed, never k of n)",
     "item_f1_interval": "95 % percentile bootstrap interval of the item-level F1: the items resampled with "
     "replacement 2000 times (seed 0); how far F1 could move on another set of items like these",
 }
@@ -78,6 +81,20 @@ def _interval_line(evaluation: Evaluation) -> str:
     return "F1 % could move, on another draw of items like these (95 % bootstrap interval): " + "; ".join(parts)
 
 
+def _miss_lines(evaluation: Evaluation) -> list[str]:
+    """Where each verifier row lost the smoke items it missed, when it missed any."""
+    parts = []
+    for spec in evaluation.specs:
+        misses = evaluation.misses(spec)
+        if misses and sum(misses.values()):
+            parts.append(f"{spec.label} {sum(misses.values())} ("
+                         + ", ".join(f"{stage} {n}" for stage, n in misses.items() if n) + ")")
+    if not parts:
+        return []
+    return ["", "Smoke items missed, by the stage that lost them (results.json: `miss` per item): " + "; ".join(parts) + ".",
+            *(f"- {stage}: {meaning}" for stage, meaning in MISS_MEANINGS.items())]
+
+
 def _level_heading(level: Level, counts: dict[str, int]) -> str:
     if level == "window":
         return f"window level: {counts['windows']} windows, {counts['smoke_windows']} showing smoke"
@@ -105,7 +122,7 @@ def table_text(evaluation: Evaluation, info: RunInfo) -> str:
     for level in (info.level, *(lv for lv in LEVELS if lv != info.level)):
         lines += ["", f"## {_level_heading(level, counts)}", "", markdown_table(evaluation, level)]
         if level == "item":
-            lines += ["", _interval_line(evaluation)]
+            lines += ["", _interval_line(evaluation), *_miss_lines(evaluation)]
     return "\n".join(lines) + "\n"
 
 
@@ -141,6 +158,7 @@ def _item_json(evaluation: Evaluation, index: int, root: Path) -> dict:
             **_alarm_json(outcome.first_alarm),
             "time_to_detection": outcome.delay.to_json() if outcome.delay else None,
             "window": asdict(outcome.window),
+            "miss": outcome.miss.to_json() if outcome.miss else None,
         }
     return {
         "path": path,
@@ -159,7 +177,7 @@ def _item_json(evaluation: Evaluation, index: int, root: Path) -> dict:
     }
 
 
-def _row_json(row: RowResult, interval: Interval) -> dict:
+def _row_json(row: RowResult, interval: Interval, misses: dict[str, int] | None) -> dict:
     return {
         "key": row.spec.key,
         "label": row.spec.label,
@@ -168,6 +186,7 @@ def _row_json(row: RowResult, interval: Interval) -> dict:
         "item": {**row.item.to_json(), "f1_interval": interval.to_json()},
         "time_to_detection": row.delays.to_json(),
         "timing": {"seconds": round(row.seconds, 4), "frames": row.frames, "s_per_frame": row.s_per_frame},
+        "missed_by_stage": misses,
     }
 
 
@@ -207,7 +226,7 @@ def results_document(evaluation: Evaluation, info: RunInfo) -> dict:
             "columns": list(COLUMNS),
             "rows": [table_cells(r, info.level) for r in evaluation.rows],
         },
-        "rows": [_row_json(r, intervals[r.spec.key]) for r in evaluation.rows],
+        "rows": [_row_json(r, intervals[r.spec.key], evaluation.misses(r.spec)) for r in evaluation.rows],
         "timing": {
             "frames_processed": sum(t.frames_processed for t in traces),
             "stages": totals.to_json(),

@@ -33,12 +33,14 @@ from .baselines import detector_alone, frame_vote
 from .decisions import scorer_decision, verifier_decision
 from .records import (
     DETECTOR_ROW,
+    MISS_STAGES,
     SCORER_LABEL,
     SCORER_ROW,
     VOTE_ROW,
     ItemDecision,
     ItemOutcome,
     ItemTrace,
+    Miss,
     RowResult,
     RowSpec,
     VoteOptions,
@@ -85,7 +87,10 @@ def item_delay(trace: ItemTrace, decision: ItemDecision) -> DetectionDelay | Non
     return detection_delay(start, trace.time_of(start), decision.alarms)
 
 
-def item_outcome(trace: ItemTrace, decision: ItemDecision) -> ItemOutcome:
+def item_outcome(trace: ItemTrace, decision: ItemDecision, threshold: float | None = None) -> ItemOutcome:
+    """`threshold`: the score a verifier row's window must reach (None for the baselines, whose
+    misses are not put down to a stage)."""
+    missed = trace.item.is_smoke and decision.verdict != "smoke"
     return ItemOutcome(
         row=decision.row,
         verdict=decision.verdict,
@@ -93,7 +98,25 @@ def item_outcome(trace: ItemTrace, decision: ItemDecision) -> ItemOutcome:
         first_alarm=decision.first_alarm,
         delay=item_delay(trace, decision),
         window=binary_scores(trace.window_truth(), decision.window_pred),
+        miss=locate_miss(trace, decision, threshold) if missed and threshold is not None else None,
     )
+
+
+def locate_miss(trace: ItemTrace, decision: ItemDecision, threshold: float) -> Miss:
+    """The first stage of the data flow the smoke did not get through for this row."""
+    on = trace.on_smoke
+    if not on.any():
+        return Miss("proposals", 0, 0, None)
+    best = float(decision.window_score[on].max())
+    regions = len({w.track_id for w, hit in zip(trace.windows, on) if hit})
+    return Miss("scores" if best < threshold else "confirmation", int(on.sum()), regions, best)
+
+
+def row_threshold(spec: RowSpec, decision: DecisionConfig) -> float | None:
+    """The per-window score a row's decision compares with: a head's p threshold, the scorer's."""
+    if spec.kind != "verifier":
+        return None
+    return decision.scorer_threshold if spec.key == SCORER_ROW else decision.threshold
 
 
 def shared_seconds(trace: ItemTrace, spec: RowSpec) -> float:
@@ -137,6 +160,13 @@ class Evaluation:
     def row(self, key: str) -> RowResult:
         return next(r for r in self.rows if r.spec.key == key)
 
+    def misses(self, spec: RowSpec) -> dict[str, int] | None:
+        """How many smoke items a verifier row missed at each stage (None for a baseline)."""
+        if spec.kind != "verifier":
+            return None
+        stages = [o[spec.key].miss.stage for o in self.outcomes if o[spec.key].miss is not None]
+        return {stage: stages.count(stage) for stage in MISS_STAGES}
+
     @cached_property
     def item_f1_intervals(self) -> dict[str, Interval]:
         """Each row's item-level F1 interval (training.metrics.f1_interval; one seed, so the same
@@ -156,6 +186,7 @@ def score_traces(
     use = scorer if decision.scorer_threshold is not None else None
     specs = row_specs(heads, vote, scorer=use is not None)
     decisions = [decide_item(t, specs, decision, vote, use) for t in traces]
-    outcomes = [{key: item_outcome(t, d) for key, d in per.items()} for t, per in zip(traces, decisions)]
+    thresholds = {spec.key: row_threshold(spec, decision) for spec in specs}
+    outcomes = [{key: item_outcome(t, d, thresholds[key]) for key, d in per.items()} for t, per in zip(traces, decisions)]
     rows = [score_row(spec, traces, decisions) for spec in specs]
     return Evaluation(specs, rows, list(traces), decisions, outcomes, decision, vote)

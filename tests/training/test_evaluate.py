@@ -3,6 +3,7 @@ synthetic clips with the tiny random-weight bundle, and malformed manifests stop
 
 import csv
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -117,6 +118,18 @@ def test_a_missed_smoke_item_is_put_down_to_the_stage_that_lost_it(tmp_path):
     assert ev.misses(ev.specs[0]) == {"proposals": 2, "scores": 1, "confirmation": 1}
     assert all(o["detector"].miss is None and o["frame-vote"].miss is None for o in ev.outcomes)
     assert ev.misses(next(s for s in ev.specs if s.key == "detector")) is None
+    assert misses[1].best_heads_mean is None  # a head's own row: its score is its p
+
+    # the track scorer's row also keeps the heads' best mean p on the smoke: here the heads gave
+    # 0.4 where the trees (one leaf, log-odds -5) turned every window down
+    from pipeline.scorer import TrackScorer, Tree
+
+    never = TrackScorer(("lstm",), -5.0, 1.0, (Tree([-2], [-2.0], [-1], [-1], [0.0]),))
+    ev = score_traces([off, low], ["lstm"], DecisionConfig(threshold=0.5, scorer_threshold=0.5), VoteOptions(frames=4), never)
+    scored = [o["track-scorer"].miss for o in ev.outcomes]
+    assert [m.stage for m in scored] == ["proposals", "scores"] and scored[0].best_heads_mean is None
+    assert scored[1].best_heads_mean == pytest.approx(0.4) and scored[1].best_score == pytest.approx(1 / (1 + math.exp(5)))
+    assert scored[1].to_json()["best_heads_mean"] == 0.4
 
 
 # --- the command, end to end ----------------------------------------------------------------

@@ -174,10 +174,15 @@ class Miss:
     windows_on_smoke: int
     regions_on_smoke: int
     best_score: float | None  # the row's highest score on those windows; None when there were none
+    # track scorer only: the highest mean p of the heads it reads on those windows
+    best_heads_mean: float | None = None
 
     def to_json(self) -> dict:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 4)
+
         return {"stage": self.stage, "windows_on_smoke": self.windows_on_smoke, "regions_on_smoke": self.regions_on_smoke,
-                "best_score": None if self.best_score is None else round(self.best_score, 4)}
+                "best_score": rounded(self.best_score), "best_heads_mean": rounded(self.best_heads_mean)}
 
 
 @dataclass

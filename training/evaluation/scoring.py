@@ -87,9 +87,10 @@ def item_delay(trace: ItemTrace, decision: ItemDecision) -> DetectionDelay | Non
     return detection_delay(start, trace.time_of(start), decision.alarms)
 
 
-def item_outcome(trace: ItemTrace, decision: ItemDecision, threshold: float | None = None) -> ItemOutcome:
+def item_outcome(trace: ItemTrace, decision: ItemDecision, threshold: float | None = None,
+                 reads: tuple[str, ...] = ()) -> ItemOutcome:
     """`threshold`: the score a verifier row's window must reach (None for the baselines, whose
-    misses are not put down to a stage)."""
+    misses are not put down to a stage); `reads`: the heads the track scorer's row reads."""
     missed = trace.item.is_smoke and decision.verdict != "smoke"
     return ItemOutcome(
         row=decision.row,
@@ -98,18 +99,22 @@ def item_outcome(trace: ItemTrace, decision: ItemDecision, threshold: float | No
         first_alarm=decision.first_alarm,
         delay=item_delay(trace, decision),
         window=binary_scores(trace.window_truth(), decision.window_pred),
-        miss=locate_miss(trace, decision, threshold) if missed and threshold is not None else None,
+        miss=locate_miss(trace, decision, threshold, reads) if missed and threshold is not None else None,
     )
 
 
-def locate_miss(trace: ItemTrace, decision: ItemDecision, threshold: float) -> Miss:
-    """The first stage of the data flow the smoke did not get through for this row."""
+def locate_miss(trace: ItemTrace, decision: ItemDecision, threshold: float, reads: tuple[str, ...] = ()) -> Miss:
+    """The first stage of the data flow the smoke did not get through for this row. For the track
+    scorer (`reads` its heads) it also keeps the heads' best mean p on the smoke, which tells a
+    plume the heads did not see from one the scorer's trees turned down."""
     on = trace.on_smoke
     if not on.any():
         return Miss("proposals", 0, 0, None)
     best = float(decision.window_score[on].max())
-    regions = len({w.track_id for w, hit in zip(trace.windows, on) if hit})
-    return Miss("scores" if best < threshold else "confirmation", int(on.sum()), regions, best)
+    windows = [w for w, hit in zip(trace.windows, on) if hit]
+    heads = max(sum(w.head_probs[h] for h in reads) / len(reads) for w in windows) if reads else None
+    stage = "scores" if best < threshold else "confirmation"
+    return Miss(stage, len(windows), len({w.track_id for w in windows}), best, heads)
 
 
 def row_threshold(spec: RowSpec, decision: DecisionConfig) -> float | None:
@@ -187,6 +192,8 @@ def score_traces(
     specs = row_specs(heads, vote, scorer=use is not None)
     decisions = [decide_item(t, specs, decision, vote, use) for t in traces]
     thresholds = {spec.key: row_threshold(spec, decision) for spec in specs}
-    outcomes = [{key: item_outcome(t, d, thresholds[key]) for key, d in per.items()} for t, per in zip(traces, decisions)]
+    reads = {SCORER_ROW: tuple(use.heads)} if use is not None else {}
+    outcomes = [{key: item_outcome(t, d, thresholds[key], reads.get(key, ())) for key, d in per.items()}
+                for t, per in zip(traces, decisions)]
     rows = [score_row(spec, traces, decisions) for spec in specs]
     return Evaluation(specs, rows, list(traces), decisions, outcomes, decision, vote)

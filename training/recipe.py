@@ -115,12 +115,17 @@ def train_backbone_stage(
     real = [img for r in real_sets for img in read_yolo_folder(r.path, r.smoke_classes)]
     detector = _detector_for(bundle, options.device)
     crops = collect_crops(synthetic, real, bundle.config.extractor.input_size, bundle.config.tubes, options, detector, progress)
+    # a bundle whose backbone was trained before (`train verifier --model B --backbone-epochs N`)
+    # trains on from those weights, and its record must say so and keep the earlier one
+    earlier = bundle.metadata.provenance.get("extractor")
     report = train_backbone(bundle.backbone, bundle.feature_dim, crops, options, progress)
+    start = "continued from the bundle's trained backbone (`after`)" if earlier else "trained from random initialisation"
     bundle.metadata.provenance["extractor"] = {
         "backbone": bundle.config.extractor.backbone,
         "input_size": bundle.config.extractor.input_size,
-        "how": "trained from random initialisation as a smoke / not-smoke crop classifier (classifier layer then "
+        "how": f"{start} as a smoke / not-smoke crop classifier (classifier layer then "
         "dropped); crops cut like the engine's tube crops; negatives include the trained detector's false positives",
+        **({"after": earlier} if earlier else {}),
         "seed": options.seed,
         **({"positives": positives} if (positives := _positives(options)) else {}),
         **({"crop_frames": frames} if (frames := _crop_frames(options)) else {}),

@@ -72,6 +72,20 @@ def test_tiny_training_run_produces_a_working_bundle(synth_dir, real_dir, tmp_pa
     assert victim.stat().st_size > 100
 
 
+def test_a_backbone_trained_again_says_it_continued_and_keeps_the_earlier_record(synth_dir, real_dir):
+    """`train verifier --model B --backbone-epochs N` trains on from B's backbone: its record must not
+    claim a start from random weights, and the first training's record stays readable."""
+    torch.manual_seed(0)
+    bundle = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="twice")
+    options = BackboneOptions(epochs=1, batch_size=16, frames_per_clip=1)
+    train_backbone_stage(bundle, [synth_dir], [RealSet(real_dir, {1})], options)
+    first = bundle.metadata.provenance["extractor"]
+    assert first["how"].startswith("trained from random initialisation") and "after" not in first
+    train_backbone_stage(bundle, [synth_dir], [RealSet(real_dir, {1})], options)
+    second = bundle.metadata.provenance["extractor"]
+    assert second["how"].startswith("continued from the bundle's trained backbone") and second["after"] == first
+
+
 def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retrain(synth_dir, tmp_path, capsys, monkeypatch):
     from pipeline.cues import CUE_DIM
     from service.cli import main

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.records import StageTimes
 from training.metrics import Interval
+from training.windows import MIN_OVERLAP
 
 from .records import LEVELS, MISS_MEANINGS, ItemTrace, Level, RowResult, RunInfo
 from .scoring import Evaluation
@@ -32,9 +33,9 @@ DEFINITIONS = {
     "alarm at or after it; statistics over detected items, `missed` counts the others",
     "s_per_frame": "(decode + detection [+ features] + the row's own head or vote) / processed frames, "
     "summed over items; stages timed with the device synchronised",
-    "miss": "a smoke item a verifier row missed, put down to the first stage it did not get through: proposals "
-    "(no window's region held enough of a ground-truth box, or for items without boxes, no window during the smoke), "
-    "scores (the row's score on those windows stayed below its threshold) or confirmation (it passed, never k of n)",
+    "miss": "a smoke item a verifier row missed, put down to the first stage it did not get through (a region holds "
+    f"the smoke when it holds {MIN_OVERLAP:.0%} of a ground-truth box, or, for items without boxes, during the smoke): "
+    + "; ".join(f"{stage}: {meaning}" for stage, meaning in MISS_MEANINGS.items()),
     "item_f1_interval": "95 % percentile bootstrap interval of the item-level F1: the items resampled with "
     "replacement 2000 times (seed 0); how far F1 could move on another set of items like these",
 }

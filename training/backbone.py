@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 import torch
+import torchvision
 from torch import nn
 from tqdm import tqdm
 
@@ -68,6 +69,9 @@ class BackboneOptions:
     # frames: real texture (bark, foliage, glare) is what a detector trained on synthetic plumes
     # mistakes for smoke on real footage, and the synthetic scenes hold none of it.
     real_detector_negatives: bool = False
+    # Weather on the training crops (`weathered`): haze veils, colour casts, blur and sensor noise.
+    # Off by default, as the shipped backbone was trained.
+    weather: bool = False
     max_real: int | None = 2500
     device: str = "cpu"
 
@@ -228,6 +232,8 @@ def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: Backbo
             gain = torch.empty(len(indices), 1, 1, 1, device=device).uniform_(0.75, 1.25)
             bias = torch.empty(len(indices), 1, 1, 1, device=device).uniform_(-20, 20)
             x = (x * gain + bias).clamp(0, 255)
+            if options.weather:
+                x = weathered(x)
         return ((x - mean) / std).contiguous(memory_format=layout)
 
     start = time.perf_counter()
@@ -260,6 +266,33 @@ def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: Backbo
         "val": history[-1] if history else {},
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+HAZE_SHARE = 0.5  # of the crops that get a veil
+BLUR_SHARE = 0.3
+
+
+def weathered(x: torch.Tensor) -> torch.Tensor:
+    """The same crops (N, 3, H, W, 0-255) seen through haze, another light, a softer lens and a noisier sensor.
+
+    The plumes the shipped bundle misses are mostly grey ones behind fog, haze or in changing light:
+    a few grey levels of contrast on a pale veil. The synthetic training clips hold few of those, so
+    the backbone learns smoke where it stands out. A veil blended over a crop (up to half a pale,
+    slightly blue grey, as distance does) keeps the plume's shape and texture but takes most of its
+    contrast; the negatives get the same veils, so contrast alone stops telling them apart.
+    """
+    n, device = len(x), x.device
+    veil = torch.empty(n, 1, 1, 1, device=device).uniform_(150, 235)
+    tint = torch.empty(n, 3, 1, 1, device=device).uniform_(-6, 6) + torch.tensor([-4.0, 0.0, 6.0], device=device).view(1, 3, 1, 1)
+    amount = torch.empty(n, 1, 1, 1, device=device).uniform_(0, 0.5) * (torch.rand(n, 1, 1, 1, device=device) < HAZE_SHARE)
+    x = x * (1 - amount) + (veil + tint) * amount
+    x = x * torch.empty(n, 3, 1, 1, device=device).uniform_(0.94, 1.06)  # white balance, dusk or noon light
+    soft = torch.nonzero(torch.rand(n, device=device) < BLUR_SHARE).flatten()
+    if len(soft):
+        sigma = float(torch.empty(1).uniform_(0.5, 1.5))
+        x[soft] = torchvision.transforms.functional.gaussian_blur(x[soft], kernel_size=5, sigma=sigma)
+    x = x + torch.randn_like(x) * torch.empty(n, 1, 1, 1, device=device).uniform_(0, 6)
+    return x.clamp(0, 255)
 
 
 @torch.no_grad()

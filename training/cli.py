@@ -331,6 +331,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone-frames", type=positive_int, metavar="N",
                    help="frames per training clip the backbone's crops are cut from, spread over the clip; more frames "
                    "show more plumes young and small (default 6, as the shipped backbone)")
+    p.add_argument("--backbone-weather", action="store_true",
+                   help="train the backbone on crops seen through haze, colour casts, blur and noise too (off by default, "
+                   "as the shipped backbone)")
     p.add_argument("--landmarks", type=probability, default=0.0, metavar="SHARE",
                    help="share of the training clips that also show pale landmarks standing still (synth --landmarks); "
                    "the tuning and held-out clips stay as they are (default 0)")
@@ -372,7 +375,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
-        real_detector_negatives=args.real_detector_negatives, landmarks=args.landmarks, shared_validation=args.shared_validation,
+        real_detector_negatives=args.real_detector_negatives, backbone_weather=args.backbone_weather, landmarks=args.landmarks, shared_validation=args.shared_validation,
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,

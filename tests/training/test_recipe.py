@@ -140,13 +140,15 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0
     assert "positives" not in ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]
 
-    # --backbone-frames: crops cut from fewer (or more) frames of each clip are another backbone again
+    # --backbone-frames: crops cut from fewer (or more) frames of each clip are another backbone again;
+    # --backbone-weather (crops seen through haze) too, and the record says which
     jittered_at = stages[1].stat().st_mtime_ns
-    train_default(replace(recipe, out=tmp_path / "framed", positive_jitter=1, detector_positives=True, backbone_frames=3),
-                  progress=False)
+    train_default(replace(recipe, out=tmp_path / "framed", positive_jitter=1, detector_positives=True, backbone_frames=3,
+                          backbone_weather=True), progress=False)
     assert stages[1].stat().st_mtime_ns != jittered_at
     framed = ModelBundle.load(tmp_path / "work" / "bundle-ext").metadata.provenance["extractor"]
     assert framed["crop_frames"] == 3 and "crop_frames" not in record
+    assert framed["augment"] == "weather" and "augment" not in record
     assert 0 < framed["crops"]["synthetic_negative"] < record["crops"]["synthetic_negative"]  # 2 per frame: 3 frames, not 6
 
     # --shared-validation: the backbone and the heads validate on the training clips the detector

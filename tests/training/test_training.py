@@ -272,6 +272,23 @@ def test_batch_norm_statistics_are_those_of_the_training_crops_after_each_epoch(
     assert norm.momentum == 0.01 and not model.training
 
 
+def test_weather_veils_backbone_crops_without_erasing_the_smoke_in_them():
+    """Haze on the training crops takes contrast from some plumes, never all of it, and leaves others as they were."""
+    from training.backbone import weathered
+
+    torch.manual_seed(0)
+    crop = torch.full((1, 3, 32, 32), 200.0)
+    crop[..., 8:24, 12:20] = 90.0  # a dark column on a pale sky
+    out = weathered(crop.repeat(400, 1, 1, 1))
+    assert out.shape == (400, 3, 32, 32) and float(out.min()) >= 0 and float(out.max()) <= 255
+    contrast = (out[..., 10:22, 14:18].mean(dim=(1, 2, 3)) - out[..., :, :4].mean(dim=(1, 2, 3))).abs() / 110
+    assert float(contrast.min()) > 0.4, "a veil never hides the plume"
+    assert 0.25 < float((contrast < 0.85).float().mean()) < 0.6, "about half the crops are veiled, most of them noticeably"
+    assert float((contrast > 0.93).float().mean()) > 0.3, "the others keep their contrast"
+    sky = out[..., :, :4].mean(dim=(2, 3))
+    assert float((sky[:, 2] - sky[:, 0]).std()) > 3, "the light's colour changes from crop to crop"
+
+
 def test_detector_fine_tuning_starts_from_the_bundle_weights(synth_dir, tmp_path):
     """`finetune` continues from the detector a bundle holds: the first epoch starts from its
     weights (the network after one epoch is closer to them than a from-scratch run gets), and the

@@ -238,7 +238,13 @@ class MotionConfig(StrictModel):
         0.15, gt=0.0, le=1.0, description="How fast the background follows the picture, per kept frame."
     )
     min_diff: float = Field(6.0, ge=0.0, description="Smallest grey-level change counted as motion.")
-    sigmas: float = Field(4.0, ge=0.0, description="Changes must also exceed the mean change by this many standard deviations.")
+    sigmas: float = Field(4.0, ge=0.0, description="Changes must also exceed the usual change by this many spreads (see `spread`).")
+    spread: Literal["std", "mad"] = Field(
+        "std",
+        description="How the usual change over the picture and its spread are measured: mean and standard deviation, or "
+        "median and median absolute deviation (scaled to a deviation), which a fog bank or cloud moving over part "
+        "of the picture does not raise, so a faint plume elsewhere still stands out.",
+    )
     min_area: int = Field(4, ge=1, description="Smallest changed region, in pixels at the comparison width.")
     max_cover: float = Field(
         0.25, gt=0.0, le=1.0, description="If more of the frame than this changed (light, exposure), propose nothing."

@@ -49,7 +49,7 @@ class MotionProposer:
         if self._settling:
             self._settling -= 1
             return []
-        level = max(cfg.min_diff, float(diff.mean() + cfg.sigmas * diff.std()))
+        level = max(cfg.min_diff, _usual_change(diff, cfg.spread, cfg.sigmas))
         mask = (diff >= level).astype(np.uint8)
         if mask.mean() > cfg.max_cover:  # the whole picture changed: light, exposure, a moving camera
             return []
@@ -70,6 +70,17 @@ class MotionProposer:
             conf = cfg.conf * min(1.0, strength / 64.0)
             out.append(Detection(Box(x / scale, y / scale, (x + bw) / scale, (y + bh) / scale), max(conf, 1e-3)))
         return out
+
+
+MAD_TO_STD = 1.4826  # a normal distribution's standard deviation in median absolute deviations
+
+
+def _usual_change(diff: np.ndarray, spread: str, sigmas: float) -> float:
+    """The change a pixel must exceed to stand out from the rest of the picture."""
+    if spread == "mad":
+        median = float(np.median(diff))
+        return median + sigmas * MAD_TO_STD * float(np.median(np.abs(diff - median)))
+    return float(diff.mean() + sigmas * diff.std())
 
 
 def merge(detections: list[Detection], proposals: list[Detection], iou: float = 0.3) -> list[Detection]:

@@ -147,6 +147,8 @@ def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str) -> s
         "bundle": bundle_fingerprint,
         "config": cfg.model_dump(mode="json", include={"sampling", "detector", "motion", "tubes", "extractor"}),
     }
+    if cfg.motion.spread == "std":  # as before the choice existed: windows cached then stay valid
+        del record["config"]["motion"]["spread"]
     if cfg.extractor.change_cues:  # only then: windows cached without cues stay valid
         record["cues_version"] = CUES_VERSION
     payload = json.dumps(record, sort_keys=True)

@@ -275,11 +275,11 @@ BLUR_SHARE = 0.3
 def weathered(x: torch.Tensor) -> torch.Tensor:
     """The same crops (N, 3, H, W, 0-255) seen through haze, another light, a softer lens and a noisier sensor.
 
-    The plumes the shipped bundle misses are mostly grey ones behind fog, haze or in changing light:
-    a few grey levels of contrast on a pale veil. The synthetic training clips hold few of those, so
-    the backbone learns smoke where it stands out. A veil blended over a crop (up to half a pale,
-    slightly blue grey, as distance does) keeps the plume's shape and texture but takes most of its
-    contrast; the negatives get the same veils, so contrast alone stops telling them apart.
+    Meant for the plumes the shipped bundle misses most, grey ones behind fog, haze or in changing
+    light: a few grey levels of contrast on a pale veil. A veil blended over a crop (up to half a
+    pale, slightly blue grey, as distance does) keeps the plume's shape and texture but takes much of
+    its contrast; the negatives get the same veils, so contrast alone stops telling them apart. Tried
+    once (README, "Weather on the backbone's crops"): it found one grey plume fewer, not more.
     """
     n, device = len(x), x.device
     veil = torch.empty(n, 1, 1, 1, device=device).uniform_(150, 235)

@@ -375,7 +375,8 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
-        real_detector_negatives=args.real_detector_negatives, backbone_weather=args.backbone_weather, landmarks=args.landmarks, shared_validation=args.shared_validation,
+        real_detector_negatives=args.real_detector_negatives, backbone_weather=args.backbone_weather,
+        landmarks=args.landmarks, shared_validation=args.shared_validation,
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,

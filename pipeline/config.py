@@ -194,6 +194,14 @@ class DecisionConfig(StrictModel):
         "trained by `smokewatch train decision`) gives its history so far at least this p(smoke), instead of the "
         "k-of-n rule; windows are still verified at `threshold`. null: the k-of-n rule.",
     )
+    scorer_min_heads: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="With the track scorer: a region is confirmed only while the mean p(smoke) of the heads the scorer "
+        "reads, on its current window, is at least this; otherwise its score is 0. The scorer weighs a region's "
+        "history and motion too, and must not alarm on them alone when the heads no longer see smoke. null: no gate.",
+    )
 
     @model_validator(mode="after")
     def _k_le_n(self) -> "DecisionConfig":
@@ -263,6 +271,31 @@ class MotionConfig(StrictModel):
     conf: float = Field(0.1, gt=0.0, le=1.0, description="Confidence given to the strongest proposals (below real detections).")
 
 
+class FlowConfig(StrictModel):
+    """Optical flow inside each region, for a track scorer that reads it (pipeline.flow)."""
+
+    enabled: bool = Field(
+        False,
+        description="Measure how the picture moves inside each window's region (smoke rises and spreads; clouds and "
+        "fog mostly drift sideways). Needed by a track scorer trained with `train decision --flow`; costs a few "
+        "milliseconds a kept frame.",
+    )
+    size: int = Field(
+        48, ge=16, description="Side in pixels each region is resized to before its flow is measured, so near and "
+        "far regions are measured at the same resolution."
+    )
+    camera_width: int = Field(
+        160, ge=32, description="Width in pixels the whole frame is shrunk to for measuring the camera's own motion."
+    )
+    min_speed: float = Field(
+        0.2, ge=0.0, description="Slowest motion, in pixels a kept frame at `size`, for a pixel to count as moving."
+    )
+    max_gap_s: float = Field(
+        2.0, gt=0.0, description="Frames further apart than this (a sequence of one image a minute) are not compared: "
+        "what moved between them is no longer motion a flow can follow."
+    )
+
+
 class PipelineConfig(StrictModel):
     """Everything the engine needs besides weights."""
 
@@ -270,6 +303,7 @@ class PipelineConfig(StrictModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Candidate detector.")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion proposals beside the detector.")
     tubes: TubeConfig = Field(default_factory=TubeConfig, description="Candidate linking and windows.")
+    flow: FlowConfig = Field(default_factory=FlowConfig, description="Optical flow inside regions, for the track scorer.")
     extractor: ExtractorConfig = Field(default_factory=ExtractorConfig, description="Crop feature extractor.")
     verifier: VerifierConfig = Field(default_factory=VerifierConfig, description="Recurrent verifier.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Verification decision.")

@@ -66,6 +66,8 @@ class RegionDecider:
             if history is None:
                 history = self._histories[track_id] = self.scorer.history()
             score = self.scorer.probability(history.push(evidence))
+            if cfg.scorer_min_heads is not None and _heads_mean(evidence, self.scorer.heads) < cfg.scorer_min_heads:
+                score = 0.0
         else:
             recent = self._recent.setdefault(track_id, deque(maxlen=cfg.confirm_n))
             recent.append(prob)
@@ -86,3 +88,7 @@ class RegionDecider:
     @property
     def verdict(self) -> str:
         return "smoke" if self.first_confirmed is not None else "no_smoke"
+
+
+def _heads_mean(evidence: TrackEvidence, heads: tuple[str, ...]) -> float:
+    return sum(evidence.head_probs[h] for h in heads) / len(heads)

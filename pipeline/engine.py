@@ -38,9 +38,10 @@ from .config import PipelineConfig
 from .cues import thumbnail, window_cues
 from .decision import RegionDecider
 from .detector import Detector, Prepared
-from .errors import BundleError
+from .errors import BundleError, ConfigError
 from .features import CropFeatureCache, FeatureExtractor, cut_crop
 from .models import fuse_for_inference, resolve_device, smoke_class_index
+from .flow import FlowMeter
 from .motion import MotionProposer
 from .motion import merge as merge_proposals
 from .records import Box, ClipResult, Frame, FrameResult, StageTimes, WindowRequest, WindowResult
@@ -79,6 +80,9 @@ def _scorer_heads(bundle: ModelBundle, config: PipelineConfig, names: list[str],
     absent = [h for h in bundle.scorer.heads if h not in available]
     if absent:
         raise BundleError(f"the track scorer reads head {', '.join(absent)}, which is not loaded")
+    if bundle.scorer.uses_flow and not config.flow.enabled:
+        raise ConfigError("the track scorer reads the flow in each region: set flow.enabled (or decide with the "
+                          "k-of-n rule: decision.scorer_threshold=null)")
     return list(dict.fromkeys([*names, *bundle.scorer.heads]))
 
 
@@ -396,6 +400,7 @@ class Session:
         self.config = engine.config
         self.tubes = TubeBuilder(self.config.tubes)
         self.motion = MotionProposer(self.config.motion) if self.config.motion.enabled else None
+        self.flow = FlowMeter(self.config.flow) if self.config.flow.enabled else None
         self.cache = CropFeatureCache()
         # grey thumbnails of (kept frame, region) for the change cues, when the bundle uses them
         self.thumbs: dict[tuple[int, tuple[int, int, int, int]], np.ndarray] | None = (
@@ -448,7 +453,8 @@ class Session:
                 head_probs = {name: probs[name][index] for name in engine.heads}
                 index += 1
                 p = head_probs[engine.primary] if engine.primary else 0.0
-                evidence = TrackEvidence(head_probs, req.box) if self.decider.scorer else None
+                flow = self.flow.measure(req.region, req.frame_seqs) if self.flow is not None else None
+                evidence = TrackEvidence(head_probs, req.box, flow) if self.decider.scorer else None
                 verdict = self.decider.update(req.track_id, p, frame.index, frame.time_s, evidence)
                 x1, y1, x2, y2 = req.region
                 windows.append(
@@ -464,6 +470,7 @@ class Session:
                         confirmed=verdict.confirmed,
                         head_probs=head_probs,
                         score=verdict.score,
+                        flow=flow,
                     )
                 )
             results.append(FrameResult(frame=frame, seq=seq, detections=dets, windows=windows))
@@ -472,6 +479,8 @@ class Session:
         for seq in [s for s in self._images if s < oldest_needed]:
             del self._images[seq]
         self.cache.evict_before(oldest_needed)
+        if self.flow is not None:
+            self.flow.evict_before(oldest_needed)
         if self.thumbs is not None:
             for key in [k for k in self.thumbs if k[0] < oldest_needed]:
                 del self.thumbs[key]
@@ -484,6 +493,8 @@ class Session:
         width, height = frame.size
         if self.motion is not None:
             detections = merge_proposals(detections, self.motion.propose(frame.image))
+        if self.flow is not None:
+            self.flow.push(seq, frame.image, frame.time_s)
         return self.tubes.update(seq, detections, width, height)
 
     def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:

@@ -111,6 +111,23 @@ class WindowRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RegionFlow:
+    """How the picture moves inside one window's region (pipeline.flow), the camera's own motion
+    taken out. Rates are per kept frame, in fractions of the region's size, so near and far
+    plumes compare."""
+
+    rise: float  # mean upward motion, in region heights
+    drift: float  # size of the mean sideways motion, in region widths
+    speed: float  # mean motion, in pixels at the flow's width
+    contrast: float  # mean motion inside the region over the mean motion of the whole frame
+    rising_share: float  # share of the region's moving pixels that move up
+    moving_share: float  # share of the region's pixels that move at all
+
+    def as_list(self) -> list[float]:
+        return [self.rise, self.drift, self.speed, self.contrast, self.rising_share, self.moving_share]
+
+
+@dataclass(frozen=True, slots=True)
 class WindowResult:
     """The verifier's answer for one candidate window."""
 
@@ -127,6 +144,7 @@ class WindowResult:
     # the decision's score of the region at this window: the track scorer's p when it decides,
     # else the k-of-n rule's k-th highest p; `confirmed` is this score reaching its threshold
     score: float = 0.0
+    flow: RegionFlow | None = None  # measured when the config's flow section is enabled
 
     def to_json(self) -> dict:
         return {
@@ -139,7 +157,11 @@ class WindowResult:
             "smoke_prob": round(self.smoke_prob, 4),
             "verified": self.verified,
             "confirmed": self.confirmed,
+            **({"flow": {k: round(v, 5) for k, v in zip(FLOW_FIELDS, self.flow.as_list())}} if self.flow else {}),
         }
+
+
+FLOW_FIELDS = ("rise", "drift", "speed", "contrast", "rising_share", "moving_share")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ agree. The scorer turns each region's history so far into a fixed set of numbers
 recent, peak and mean probabilities; how far the box has moved and grown since the region
 appeared) and scores them with gradient-boosted trees trained by `smokewatch train decision`.
 
+A scorer trained with `train decision --flow` also reads how the picture moves inside the region
+(pipeline.flow): in the current window and on average over the region's windows so far.
+
 Left out on purpose, because they describe our synthetic footage rather than smoke: where the
 region sits in the frame, the detector's confidence (the detector is far surer of synthetic plumes
 than of real ones, so trees that trusted it learnt a habit real cameras break) and how many windows
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
-from .records import Box
+from .records import FLOW_FIELDS, Box, RegionFlow
 
 SCORER_FORMAT = "smokewatch-track-scorer"
 SCORER_FILE = "decision/track_scorer.json"
@@ -37,11 +40,12 @@ RECENT = 3  # windows in the "recent" part of a history (the shipped k-of-n rule
 PER_HEAD = ("recent_second", "recent_mean", "peak", "mean")
 SHARED = ("heads_peak", "heads_mean", "heads_recent_mean")
 GEOMETRY = ("shift_x", "shift_y", "abs_shift_x", "base_shift", "log_growth", "aspect")
+FLOW = tuple(f"flow_{name}" for name in FLOW_FIELDS) + tuple(f"flow_mean_{name}" for name in FLOW_FIELDS)
 
 
-def feature_names(heads: tuple[str, ...] | list[str]) -> list[str]:
-    """Names of the scorer's inputs, in order, for a scorer that reads these heads."""
-    return [f"{h}:{name}" for h in heads for name in PER_HEAD] + list(SHARED) + list(GEOMETRY)
+def feature_names(heads: tuple[str, ...] | list[str], flow: bool = False) -> list[str]:
+    """Names of the scorer's inputs, in order, for a scorer that reads these heads (and the flow)."""
+    return [f"{h}:{name}" for h in heads for name in PER_HEAD] + list(SHARED) + list(GEOMETRY) + (list(FLOW) if flow else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class TrackEvidence:
 
     head_probs: dict[str, float]
     box: Box
+    flow: RegionFlow | None = None  # needed by a scorer that reads the flow
 
 
 @dataclass
@@ -57,6 +62,7 @@ class TrackHistory:
     """Running summaries of one region, updated in constant time per window."""
 
     heads: tuple[str, ...]
+    flow: bool = False  # add the flow features
     count: int = 0
     first: Box | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -64,6 +70,7 @@ class TrackHistory:
     sums: list[float] = field(default_factory=list)
     mean_peak: float = 0.0
     mean_sum: float = 0.0
+    flow_sums: list[float] = field(default_factory=lambda: [0.0] * len(FLOW_FIELDS))
 
     def push(self, evidence: TrackEvidence) -> list[float]:
         """Add a window and return the features of the history up to and including it."""
@@ -95,7 +102,14 @@ class TrackHistory:
             ]
         recent_mean = sum(sum(r) / len(r) for r in recent) / len(recent)
         features += [self.mean_peak, self.mean_sum / self.count, recent_mean]
-        return features + _movement(self.first, evidence.box)
+        features += _movement(self.first, evidence.box)
+        if self.flow:
+            if evidence.flow is None:
+                raise BundleError("the track scorer reads the flow in each region; enable the config's flow section")
+            now = evidence.flow.as_list()
+            self.flow_sums = [a + b for a, b in zip(self.flow_sums, now)]
+            features += now + [v / self.count for v in self.flow_sums]
+        return features
 
 
 def _movement(first: Box, box: Box) -> list[float]:
@@ -138,7 +152,7 @@ class TrackScorer:
     features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        expected = tuple(feature_names(self.heads))
+        expected = tuple(feature_names(self.heads, flow=bool(self.features) and self.features[-1] in FLOW))
         if self.features and self.features != expected:
             raise BundleError(
                 "the track scorer was trained on other features than this smokewatch computes "
@@ -151,8 +165,12 @@ class TrackScorer:
             if any(f >= width for f, left in zip(tree.feature, tree.left) if left != -1):
                 raise BundleError("the track scorer refers to a feature it does not have")
 
+    @property
+    def uses_flow(self) -> bool:
+        return self.features[-1] in FLOW
+
     def history(self) -> TrackHistory:
-        return TrackHistory(self.heads)
+        return TrackHistory(self.heads, flow=self.uses_flow)
 
     def probability(self, features: list[float]) -> float:
         # scikit-learn compares float32 inputs with float64 thresholds; rounding the same way

@@ -231,13 +231,16 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     missing = [h for h in heads if h not in bundle.heads]
     if missing or not heads:
         raise ConfigError(f"the bundle has no head {', '.join(missing) or '(none asked for)'} (it has {', '.join(bundle.heads)})")
-    config = bundle.config.with_overrides({"decision.scorer_threshold": None})  # the heads' probabilities are what is needed
+    # the heads' probabilities (and, for --flow, the flow in each region) are what is needed
+    config = bundle.config.with_overrides({"decision.scorer_threshold": None, "flow.enabled": args.flow})
     engine = Engine(bundle, device=args.device, heads=heads, config=config)
     traces = run_items(engine, items, progress=None if not args.quiet else False)
-    record = train_decision_stage(bundle, traces, [Path(d) for d in args.data], heads, args.seed, args.min_tnr)
+    record = train_decision_stage(bundle, traces, [Path(d) for d in args.data], heads, args.seed, args.min_tnr,
+                                  flow=args.flow, min_heads=args.min_heads)
     data = " ".join(f"--data {d}" for d in args.data)
     record["command"] = (f"smokewatch train decision {data} --model {bundle.path} --heads {','.join(heads)} --seed {args.seed}"
-                         f" --min-tnr {record['min_tnr']}")
+                         f" --min-tnr {record['min_tnr']}" + (" --flow" if args.flow else "")
+                         + (f" --min-heads {args.min_heads}" if args.min_heads is not None else ""))
     bundle.save(args.out)
     print(json.dumps({"bundle": str(args.out), **record}, indent=2, default=str))
     return 0
@@ -298,6 +301,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-tnr", type=probability, default=None,
                    help="the threshold keeps at least this TNR on the clips, out of fold, where any threshold can "
                         "(default 0.95; 0 picks the best F1 alone)")
+    p.add_argument("--flow", action="store_true",
+                   help="the scorer also reads how the picture moves inside each region (optical flow; the bundle then measures it)")
+    p.add_argument("--min-heads", type=probability, default=None, metavar="P",
+                   help="confirm only while the heads' mean p on the region's current window is at least P "
+                        "(decision.scorer_min_heads; default: no gate)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", help="device for the engine (default: the bundle's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -349,6 +357,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-track-scorer", dest="track_scorer", action="store_false",
                    help="decide with the tuned k-of-n rule only; by default the track scorer is fitted on the tuning clips "
                    "and decides when it beats the rule there")
+    p.add_argument("--scorer-flow", action="store_true",
+                   help="the track scorer also reads the optical flow in each region (off by default; see the README)")
+    p.add_argument("--scorer-min-heads", type=probability, default=None, metavar="P",
+                   help="the track scorer confirms only while the heads' mean p on the current window is at least P "
+                   "(default: no gate)")
     p.add_argument("--tune-clips", type=positive_int, default=300, help="clips the head and decision rule are picked on (default 300)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
@@ -375,6 +388,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
+        scorer_flow=args.scorer_flow, scorer_min_heads=args.scorer_min_heads,
         real_detector_negatives=args.real_detector_negatives, backbone_weather=args.backbone_weather,
         landmarks=args.landmarks, shared_validation=args.shared_validation,
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped

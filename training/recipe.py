@@ -189,22 +189,25 @@ def train_verifier_stage(
 
 
 def train_decision_stage(bundle: ModelBundle, traces: list, data_dirs: list[Path], heads: list[str], seed: int = 0,
-                         min_tnr: float | None = None) -> dict:
+                         min_tnr: float | None = None, flow: bool = False, min_heads: float | None = None) -> dict:
     """Fit the track scorer (training.scorer) on traces of labelled clips run with `heads`, put it
     in the bundle with the threshold picked out of fold (keeping TNR >= `min_tnr`, by default
     training.scorer.MIN_TNR, where it can), and record how it compares with the
     bundle's k-of-n rule on the same clips (the rule's figure is in-sample when the rule was tuned
-    on them, the scorer's is not)."""
+    on them, the scorer's is not). With `flow` the scorer also reads the flow in each region (the
+    traces must carry it) and the bundle measures it; `min_heads` becomes decision.scorer_min_heads."""
     from .evaluation.records import VoteOptions
     from .evaluation.scoring import score_traces
     from .scorer import MIN_TNR, fit_track_scorer
 
-    fit = fit_track_scorer(traces, heads, seed, min_tnr=MIN_TNR if min_tnr is None else min_tnr)
+    fit = fit_track_scorer(traces, heads, seed, min_tnr=MIN_TNR if min_tnr is None else min_tnr, flow=flow,
+                           min_heads=min_heads)
     rule = bundle.config.decision.model_copy(update={"scorer_threshold": None})
     head = bundle.config.verifier.head
     rule_scores = score_traces(traces, [head], rule, VoteOptions(frames=bundle.config.tubes.window)).row(head).item
     bundle.scorer = fit.scorer
-    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": fit.threshold})
+    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": fit.threshold, "flow.enabled": flow,
+                                                  "decision.scorer_min_heads": min_heads})
     record = {"data": [str(d) for d in data_dirs], "clips": len(traces), "seed": seed, **fit.to_json(),
               "rule_on_same_clips": {"head": head, "threshold": rule.threshold, "confirm_k": rule.confirm_k,
                                      "confirm_n": rule.confirm_n, **rule_scores.to_json()}}
@@ -324,6 +327,12 @@ class DefaultRecipe:
     # rule). On 2026-11-28, on the shipped heads, it raised held-out F1 from 82.9 to 86.9 and TNR
     # from 95.7 to 98.9, and stayed quiet on the real FIgLib sequence until the fire started (README).
     track_scorer: bool = True
+    # optionally the scorer also reads the optical flow in each region (pipeline.flow), and confirms
+    # only while the heads' mean p on the current window is at least scorer_min_heads. Off by
+    # default: on 2026-12-03, fitted on the shipped heads' tuning traces, the flow raised held-out F1
+    # but raised false alarms on the real fog clip and before the fire on the FIgLib sequence (README).
+    scorer_flow: bool = False
+    scorer_min_heads: float | None = None
     head_epochs: int = 40
     validation: list[Path] | None = None  # real validation folders (never trained on)
     force: bool = False
@@ -521,7 +530,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     tune_dir = _synth(work / "synth-tune", recipe.tune_clips, recipe.tune_seed, progress)
     _log(f"decision: tuning on {recipe.tune_clips} clips (seed {recipe.tune_seed})")
-    traces = run_items(Engine(bundle, heads=list(HEAD_NAMES)), read_items(tune_dir), progress=progress)
+    measured = bundle.config.with_overrides({"flow.enabled": recipe.track_scorer and recipe.scorer_flow})
+    traces = run_items(Engine(bundle, heads=list(HEAD_NAMES), config=measured), read_items(tune_dir), progress=progress)
     head, decision, tune_scores = tune_decision(traces, list(HEAD_NAMES), bundle.config)
     bundle.config = bundle.config.with_overrides({"verifier.head": head, **{f"decision.{k}": v for k, v in decision.items()}})
     bundle.metadata.provenance["decision"] = {"tuned_on": str(tune_dir), "seed": recipe.tune_seed, "clips": recipe.tune_clips,
@@ -531,7 +541,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
         _log("decision: fitting the track scorer on the same tuning clips")
         try:
-            scorer = train_decision_stage(bundle, traces, [tune_dir], list(HEAD_NAMES), recipe.seed)
+            scorer = train_decision_stage(bundle, traces, [tune_dir], list(HEAD_NAMES), recipe.seed,
+                                          flow=recipe.scorer_flow, min_heads=recipe.scorer_min_heads)
             honest = scorer["item_scores_out_of_fold"]
             scorer["used"] = (honest["f1"], honest["tnr"]) > (tune_scores["f1"], tune_scores["tnr"])
         except ScorerError as exc:

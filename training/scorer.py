@@ -55,12 +55,15 @@ class ScorerFit:
     positives: int
     folds: int
     min_tnr: float = 0.0  # the out-of-fold TNR the threshold had to keep, where any threshold could
+    min_heads: float | None = None  # the gate on the heads' mean p the threshold was picked with
 
     def to_json(self) -> dict:
         return {
             "heads": list(self.scorer.heads),
             "threshold": self.threshold,
             "min_tnr": self.min_tnr,
+            "min_heads": self.min_heads,
+            "flow": self.scorer.uses_flow,
             "trees": len(self.scorer.trees),
             "learning_rate": self.scorer.learning_rate,
             "depth": DEPTH,
@@ -71,8 +74,9 @@ class ScorerFit:
         }
 
 
-def track_samples(traces: Sequence, heads: Sequence[str]) -> TrackSamples:
-    """Replay every trace's windows through fresh histories, as the engine's decider does."""
+def track_samples(traces: Sequence, heads: Sequence[str], flow: bool = False) -> TrackSamples:
+    """Replay every trace's windows through fresh histories, as the engine's decider does (with
+    `flow`, the traces must come from an engine that measured it)."""
     rows: list[list[float]] = []
     labels: list[bool] = []
     items: list[int] = []
@@ -82,11 +86,11 @@ def track_samples(traces: Sequence, heads: Sequence[str]) -> TrackSamples:
         for window in trace.windows:
             history = histories.get(window.track_id)
             if history is None:
-                history = histories[window.track_id] = TrackHistory(tuple(heads))
-            rows.append(history.push(TrackEvidence(window.head_probs, window.box)))
+                history = histories[window.track_id] = TrackHistory(tuple(heads), flow=flow)
+            rows.append(history.push(TrackEvidence(window.head_probs, window.box, window.flow)))
             labels.append(window_on_smoke(trace.item, window, width, height))
             items.append(index)
-    width = len(feature_names(heads))
+    width = len(feature_names(heads, flow))
     return TrackSamples(
         np.asarray(rows, dtype=np.float32).reshape(-1, width), np.asarray(labels, dtype=bool), np.asarray(items, dtype=int)
     )
@@ -100,7 +104,7 @@ def _classifier(seed: int):
     )
 
 
-def export_scorer(model, heads: Sequence[str], example: np.ndarray) -> TrackScorer:
+def export_scorer(model, heads: Sequence[str], example: np.ndarray, flow: bool = False) -> TrackScorer:
     """A fitted GradientBoostingClassifier as plain trees. The starting log-odds is read off the
     model's own decision function (minus what the trees add), so no private attribute is used."""
     trees = []
@@ -113,7 +117,7 @@ def export_scorer(model, heads: Sequence[str], example: np.ndarray) -> TrackScor
     row = example[:1]
     added = sum(float(e.predict(row)[0]) for e in model.estimators_[:, 0])
     init = float(model.decision_function(row)[0]) - model.learning_rate * added
-    return TrackScorer(tuple(heads), init, float(model.learning_rate), tuple(trees))
+    return TrackScorer(tuple(heads), init, float(model.learning_rate), tuple(trees), tuple(feature_names(heads, flow)))
 
 
 def item_scores(window_scores: np.ndarray, items: np.ndarray, count: int) -> np.ndarray:
@@ -136,14 +140,16 @@ def pick_threshold(scores: np.ndarray, truth: np.ndarray, min_tnr: float = 0.0) 
 
 
 def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, folds: int = 5,
-                     min_tnr: float = MIN_TNR) -> ScorerFit:
+                     min_tnr: float = MIN_TNR, flow: bool = False, min_heads: float | None = None) -> ScorerFit:
+    """Fit the trees on every window; pick the threshold on out-of-fold item scores, gated as the
+    engine gates them (decision.scorer_min_heads) when `min_heads` is given."""
     from sklearn.model_selection import GroupKFold
 
     truth = np.array([t.item.is_smoke for t in traces], dtype=bool)
     if truth.sum() < 2 or (~truth).sum() < 2:
         raise ScorerError(f"the track scorer needs at least two smoke and two no-smoke clips (got {int(truth.sum())} "
                           f"and {int((~truth).sum())})")
-    samples = track_samples(traces, heads)
+    samples = track_samples(traces, heads, flow)
     if samples.labels.all() or not samples.labels.any():
         raise ScorerError("the clips gave windows of only one kind (smoke or not): nothing to learn a decision from")
     folds = min(folds, len(traces))
@@ -153,7 +159,10 @@ def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, fold
             raise ScorerError("a fold of the tuning clips holds windows of only one kind; use more clips")
         model = _classifier(seed).fit(samples.features[train], samples.labels[train])
         out_of_fold[held] = model.predict_proba(samples.features[held])[:, 1]
+    if min_heads is not None:
+        mean = np.array([sum(w.head_probs[h] for h in heads) / len(heads) for t in traces for w in t.windows])
+        out_of_fold = np.where(mean >= min_heads, out_of_fold, 0.0)
     threshold, scores = pick_threshold(item_scores(out_of_fold, samples.items, len(traces)), truth, min_tnr)
     model = _classifier(seed).fit(samples.features, samples.labels)
-    scorer = export_scorer(model, heads, samples.features)
-    return ScorerFit(scorer, threshold, scores, len(samples.labels), int(samples.labels.sum()), folds, min_tnr)
+    scorer = export_scorer(model, heads, samples.features, flow)
+    return ScorerFit(scorer, threshold, scores, len(samples.labels), int(samples.labels.sum()), folds, min_tnr, min_heads)

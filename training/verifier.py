@@ -196,7 +196,8 @@ def set_change_cues(bundle: ModelBundle, enabled: bool, retrained: list[str]) ->
 def drop_scorer(bundle: ModelBundle) -> None:
     """Decide with the k-of-n rule again: no scorer file, no scorer threshold."""
     bundle.scorer = None
-    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": None})
+    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": None, "decision.scorer_min_heads": None,
+                                                  "flow.enabled": False})
 
 
 def train_heads(

@@ -11,7 +11,7 @@ from pipeline.bundle import ModelBundle
 from pipeline.config import DecisionConfig
 from pipeline.decision import RegionDecider
 from pipeline.errors import BundleError, ConfigError
-from pipeline.records import Box
+from pipeline.records import Box, RegionFlow
 from pipeline.scorer import SCORER_FILE, TrackEvidence, TrackHistory, TrackScorer, Tree, feature_names
 
 
@@ -133,3 +133,58 @@ def test_the_engine_confirms_regions_with_the_scorer(tiny_bundle_dir, clip_path)
     assert set(engine.with_config(bundle.config, heads=["lstm"]).heads) == {"lstm", "gru", "deep-gru"}
     with pytest.raises(BundleError, match="not loaded"):
         engine.with_config(bundle.config, heads=["bilstm"])
+
+
+def _flow(rise: float) -> RegionFlow:
+    return RegionFlow(rise=rise, drift=0.001, speed=0.3, contrast=2.0, rising_share=0.8, moving_share=0.3)
+
+
+def test_a_flow_scorer_reads_the_current_flow_and_its_mean_so_far():
+    heads = ("lstm", "gru")
+    history = TrackHistory(heads, flow=True)
+    box = Box(0, 0, 10, 10)
+    history.push(TrackEvidence({"lstm": 0.5, "gru": 0.5}, box, _flow(0.004)))
+    last = dict(zip(feature_names(heads, flow=True), history.push(TrackEvidence({"lstm": 0.5, "gru": 0.5}, box, _flow(0.0)))))
+    assert len(last) == len(feature_names(heads)) + 12
+    assert last["flow_rise"] == 0.0 and last["flow_mean_rise"] == pytest.approx(0.002)
+    assert last["flow_rising_share"] == pytest.approx(0.8)
+    with pytest.raises(BundleError, match="flow"):
+        history.push(TrackEvidence({"lstm": 0.5, "gru": 0.5}, box))  # measured nowhere: refused, not guessed
+
+    index = feature_names(heads, flow=True).index("flow_mean_rise")
+    scorer = TrackScorer(heads, 0.0, 1.0, (Tree([index, -2, -2], [0.001, -2.0, -2.0], [1, -1, -1], [2, -1, -1], [0.0, -20.0, 20.0]),),
+                         tuple(feature_names(heads, flow=True)))
+    again = TrackScorer.from_json(json.loads(json.dumps(scorer.to_json())))
+    assert again.uses_flow and not _one_split_scorer("gru:peak", 0.5).uses_flow
+    assert again.history().flow
+
+
+def test_the_heads_gate_holds_the_scorer_back_while_the_heads_no_longer_see_smoke():
+    """A region whose history carries the scorer (the GRU was sure of it once) is confirmed only
+    on windows where the heads' mean p is still at least decision.scorer_min_heads."""
+    scorer = _one_split_scorer("gru:peak", 0.9)
+    config = DecisionConfig(threshold=0.5, scorer_threshold=0.5, scorer_min_heads=0.6)
+    decider = RegionDecider(config, scorer)
+    box = Box(0, 0, 10, 10)
+    verdicts = [decider.update(1, q, i, i / 4, _evidence(p, box, q=q))
+                for i, (p, q) in enumerate(((0.95, 0.95), (0.1, 0.1), (0.3, 0.95)))]
+    assert [v.confirmed for v in verdicts] == [True, False, True]
+    assert verdicts[1].score == 0.0 and verdicts[2].score > 0.99  # mean 0.1, then (0.3 + 0.95) / 2 >= 0.6
+    ungated = RegionDecider(config.model_copy(update={"scorer_min_heads": None}), scorer)
+    assert all(ungated.update(1, q, i, i / 4, _evidence(p, box, q=q)).confirmed
+               for i, (p, q) in enumerate(((0.95, 0.95), (0.1, 0.1))))
+
+
+def test_an_engine_with_a_flow_scorer_needs_the_flow_measured(tiny_bundle_dir, clip_path):
+    from pipeline.engine import Engine
+
+    bundle = ModelBundle.load(tiny_bundle_dir)
+    heads = ("gru", "deep-gru")
+    index = feature_names(heads, flow=True).index("flow_speed")
+    bundle.scorer = TrackScorer(heads, 0.0, 1.0, (Tree([index, -2, -2], [-1.0, -2.0, -2.0], [1, -1, -1], [2, -1, -1], [0.0, -20.0, 20.0]),),
+                                tuple(feature_names(heads, flow=True)))
+    scored = bundle.config.with_overrides({"decision.scorer_threshold": 0.5})
+    with pytest.raises(ConfigError, match="flow.enabled"):
+        Engine(bundle, config=scored)
+    clip = Engine(bundle, config=scored.with_overrides({"flow.enabled": True})).detect(clip_path)
+    assert clip.windows and clip.verdict == "smoke"  # every speed is above -1: the stump says smoke

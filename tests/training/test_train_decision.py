@@ -90,6 +90,26 @@ def test_train_decision_fits_a_scorer_that_the_bundle_then_decides_with(tiny_bun
     assert "track_scorer" not in bundle.metadata.provenance
 
 
+def test_train_decision_with_flow_and_a_heads_gate_writes_a_bundle_that_measures_the_flow(tiny_bundle_dir, tuning_clips,
+                                                                                          tmp_path, capsys):
+    out = tmp_path / "flow"
+    assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(tiny_bundle_dir), "--out", str(out),
+                 "--heads", "lstm,gru", "--min-tnr", "0.5", "--flow", "--min-heads", "0.3", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bundle = ModelBundle.load(out)
+    assert bundle.scorer.uses_flow and bundle.config.flow.enabled and bundle.config.decision.scorer_min_heads == 0.3
+    assert report["flow"] is True and report["min_heads"] == 0.3 and "--flow --min-heads 0.3" in report["command"]
+    evaluated = tmp_path / "eval"
+    assert main(["evaluate", str(tuning_clips), "--model", str(out), "--out", str(evaluated), "--level", "item",
+                 "--no-plots", "-q"]) == 0
+    rows = {row["key"]: row for row in json.loads((evaluated / "results.json").read_text())["rows"]}
+    assert sum(rows["track-scorer"]["item"][k] for k in ("tp", "fp", "tn", "fn")) == 8
+    # the bundle without the flow is refused with a way out, not run with a scorer reading zeros
+    assert main(["evaluate", str(tuning_clips), "--model", str(out), "--out", str(tmp_path / "e2"), "--set",
+                 "flow.enabled=false", "-q"]) != 0
+    assert "flow.enabled" in capsys.readouterr().err
+
+
 def test_train_decision_refuses_clips_it_cannot_learn_from(tiny_bundle_dir, tmp_path, capsys):
     only_smoke = tmp_path / "smoke"
     write_dataset(SynthRequest(only_smoke, clips=3, seed=5, size=(192, 128), frames=8, fps=6.0, workers=1, kind="smoke"), progress=False)

@@ -52,7 +52,7 @@ def _replay(trace: ItemTrace, row: str, decider: RegionDecider, head: str | None
             verdict = decider.update(window.track_id, window.head_probs[head], window.frame_index, window.time_s)
             scores[i], predicted[i] = window.head_probs[head], verdict.verified
         else:
-            evidence = TrackEvidence(window.head_probs, window.box)
+            evidence = TrackEvidence(window.head_probs, window.box, window.flow)
             verdict = decider.update(window.track_id, window.smoke_prob, window.frame_index, window.time_s, evidence)
             scores[i], predicted[i] = verdict.score, verdict.confirmed
         if verdict.confirmed and (not alarms or alarms[-1][0] != window.frame_index):

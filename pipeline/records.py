@@ -118,8 +118,8 @@ class RegionFlow:
 
     rise: float  # mean upward motion, in region heights
     drift: float  # size of the mean sideways motion, in region widths
-    speed: float  # mean motion, in pixels at the flow's width
-    contrast: float  # mean motion inside the region over the mean motion of the whole frame
+    speed: float  # mean motion, in pixels of the region resized to flow.size
+    contrast: float  # mean motion inside the region over that of the whole frame (both in source pixels)
     rising_share: float  # share of the region's moving pixels that move up
     moving_share: float  # share of the region's pixels that move at all
 

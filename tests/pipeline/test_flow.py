@@ -21,8 +21,9 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 def _frames(move_patch: tuple[int, int], move_all: tuple[int, int], count: int = 5) -> list[np.ndarray]:
-    """A still textured scene in which the patch under REGION shifts by `move_patch` (dx, dy) per
-    frame, and the whole picture by `move_all` (a panning camera)."""
+    """A still textured scene with a second texture under REGION, seen through a window that moves
+    by `move_patch` (dx, dy) a frame (so that texture moves the opposite way), the whole picture
+    moving by `move_all` (a panning camera)."""
     rng = np.random.default_rng(3)
     scene = _texture(rng, 260, 340)
     patch = _texture(rng, 200, 200)

@@ -11,6 +11,7 @@ is smoke exactly when the best region's score reaches the confirming threshold.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import DecisionConfig
@@ -66,7 +67,8 @@ class RegionDecider:
             if history is None:
                 history = self._histories[track_id] = self.scorer.history()
             score = self.scorer.probability(history.push(evidence))
-            if cfg.scorer_min_heads is not None and _heads_mean(evidence, self.scorer.heads) < cfg.scorer_min_heads:
+            gate = cfg.scorer_min_heads
+            if gate is not None and heads_mean(evidence.head_probs, self.scorer.heads) < gate:
                 score = 0.0
         else:
             recent = self._recent.setdefault(track_id, deque(maxlen=cfg.confirm_n))
@@ -90,5 +92,6 @@ class RegionDecider:
         return "smoke" if self.first_confirmed is not None else "no_smoke"
 
 
-def _heads_mean(evidence: TrackEvidence, heads: tuple[str, ...]) -> float:
-    return sum(evidence.head_probs[h] for h in heads) / len(heads)
+def heads_mean(head_probs: dict[str, float], heads: Sequence[str]) -> float:
+    """What decision.scorer_min_heads is compared with (training picks the scorer's threshold on the same)."""
+    return sum(head_probs[h] for h in heads) / len(heads)

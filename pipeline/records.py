@@ -7,7 +7,7 @@ read (and replaced) on its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -113,7 +113,7 @@ class WindowRequest:
 @dataclass(frozen=True, slots=True)
 class RegionFlow:
     """How the picture moves inside one window's region (pipeline.flow), the camera's own motion
-    taken out. Rates are per kept frame, in fractions of the region's size, so near and far
+    taken out; per kept frame, rise and drift in fractions of the region's size so near and far
     plumes compare."""
 
     rise: float  # mean upward motion, in region heights
@@ -124,7 +124,10 @@ class RegionFlow:
     moving_share: float  # share of the region's pixels that move at all
 
     def as_list(self) -> list[float]:
-        return [self.rise, self.drift, self.speed, self.contrast, self.rising_share, self.moving_share]
+        return [getattr(self, name) for name in FLOW_FIELDS]
+
+
+FLOW_FIELDS = tuple(f.name for f in fields(RegionFlow))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +162,6 @@ class WindowResult:
             "confirmed": self.confirmed,
             **({"flow": {k: round(v, 5) for k, v in zip(FLOW_FIELDS, self.flow.as_list())}} if self.flow else {}),
         }
-
-
-FLOW_FIELDS = ("rise", "drift", "speed", "contrast", "rising_share", "moving_share")
 
 
 @dataclass(frozen=True, slots=True)

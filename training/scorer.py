@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.decision import heads_mean
 from pipeline.errors import SmokewatchError
 from pipeline.scorer import TrackEvidence, TrackHistory, TrackScorer, Tree, feature_names
 from training.metrics import BinaryScores, binary_scores
@@ -160,7 +161,7 @@ def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, fold
         model = _classifier(seed).fit(samples.features[train], samples.labels[train])
         out_of_fold[held] = model.predict_proba(samples.features[held])[:, 1]
     if min_heads is not None:
-        mean = np.array([sum(w.head_probs[h] for h in heads) / len(heads) for t in traces for w in t.windows])
+        mean = np.array([heads_mean(w.head_probs, heads) for t in traces for w in t.windows])
         out_of_fold = np.where(mean >= min_heads, out_of_fold, 0.0)
     threshold, scores = pick_threshold(item_scores(out_of_fold, samples.items, len(traces)), truth, min_tnr)
     model = _classifier(seed).fit(samples.features, samples.labels)

@@ -202,6 +202,23 @@ class DecisionConfig(StrictModel):
         "reads, on its current window, is at least this; otherwise its score is 0. The scorer weighs a region's "
         "history and motion too, and must not alarm on them alone when the heads no longer see smoke. null: no gate.",
     )
+    fallback_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="With a track scorer that reads the flow: the p(smoke) at which its fallback (the scorer without flow "
+        "it carries) confirms a window whose flow could not be measured, such as a camera sending a frame a minute "
+        "(frames further apart than flow.max_gap_s). null: the flow scorer decides such windows as if the picture "
+        "stood still.",
+    )
+    fallback_veto: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="With a track scorer that reads the flow: a window whose flow was measured is confirmed only when "
+        "the fallback also gives the region at least this p(smoke). Real fog can rise past a building as a plume rises; "
+        "the scorer without flow judges the region on its shape and history alone. null: no veto.",
+    )
 
     @model_validator(mode="after")
     def _k_le_n(self) -> "DecisionConfig":

@@ -24,8 +24,6 @@ import numpy as np
 from .config import FlowConfig
 from .records import RegionFlow
 
-STILL = RegionFlow(rise=0.0, drift=0.0, speed=0.0, contrast=1.0, rising_share=0.5, moving_share=0.0)
-
 Region = tuple[int, int, int, int]
 
 
@@ -62,11 +60,13 @@ class FlowMeter:
         speed = float(np.hypot(flow[..., 0] - dx, flow[..., 1] - dy).mean())
         self._camera[seq] = (float(dx) / scale, float(dy) / scale, speed / scale)
 
-    def measure(self, region: Region, seqs: tuple[int, ...]) -> RegionFlow:
-        """The region's motion over the window's frames, averaged over the frame pairs measured."""
+    def measure(self, region: Region, seqs: tuple[int, ...]) -> RegionFlow | None:
+        """The region's motion over the window's frames, averaged over the frame pairs measured;
+        None when no pair could be (frames too far apart, the first frame, a region off the picture).
+        Kept apart from "nothing moved": a camera sending a frame a minute is not a still picture."""
         rows = [row for seq in dict.fromkeys(seqs) if (row := self._step(seq, region)) is not None]
         if not rows:
-            return STILL
+            return None
         mean = np.asarray(rows).mean(axis=0)
         return RegionFlow(rise=float(mean[0]), drift=abs(float(mean[1])), speed=float(mean[2]),
                           contrast=float(mean[3]), rising_share=float(mean[4]), moving_share=float(mean[5]))

@@ -128,6 +128,9 @@ class RegionFlow:
 
 
 FLOW_FIELDS = tuple(f.name for f in fields(RegionFlow))
+# What a flow-reading track scorer's history takes for a window whose flow could not be measured
+# (pipeline.scorer); a scorer with a fallback never decides such a window on it.
+STILL = RegionFlow(rise=0.0, drift=0.0, speed=0.0, contrast=1.0, rising_share=0.5, moving_share=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +150,7 @@ class WindowResult:
     # the decision's score of the region at this window: the track scorer's p when it decides,
     # else the k-of-n rule's k-th highest p; `confirmed` is this score reaching its threshold
     score: float = 0.0
-    flow: RegionFlow | None = None  # measured when the config's flow section is enabled
+    flow: RegionFlow | None = None  # when the config's flow section is enabled and frames close enough in time to compare
 
     def to_json(self) -> dict:
         return {

@@ -8,7 +8,12 @@ recent, peak and mean probabilities; how far the box has moved and grown since t
 appeared) and scores them with gradient-boosted trees trained by `smokewatch train decision`.
 
 A scorer trained with `train decision --flow` also reads how the picture moves inside the region
-(pipeline.flow): in the current window and on average over the region's windows so far.
+(pipeline.flow): in the current window and on average over the region's windows so far. It carries
+a *fallback*, a scorer of the same clips without the flow, for two jobs the flow cannot do
+(pipeline.decision): deciding windows whose flow could not be measured (a camera sending one frame a
+minute is not a still picture, and trees that read "no motion" as a measurement alarmed on one), and
+a second opinion a flow confirmation must have (real fog can rise past a building exactly as a
+plume rises, and only the region's shape and history tell it apart).
 
 Left out on purpose, because they describe our synthetic footage rather than smoke: where the
 region sits in the frame, the detector's confidence (the detector is far surer of synthetic plumes
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
-from .records import FLOW_FIELDS, Box, RegionFlow
+from .records import FLOW_FIELDS, STILL, Box, RegionFlow
 
 SCORER_FORMAT = "smokewatch-track-scorer"
 SCORER_FILE = "decision/track_scorer.json"
@@ -54,7 +59,7 @@ class TrackEvidence:
 
     head_probs: dict[str, float]
     box: Box
-    flow: RegionFlow | None = None  # needed by a scorer that reads the flow
+    flow: RegionFlow | None = None  # None: not measured (flow off, or no frames close enough in time)
 
 
 @dataclass
@@ -104,9 +109,8 @@ class TrackHistory:
         features += [self.mean_peak, self.mean_sum / self.count, recent_mean]
         features += _movement(self.first, evidence.box)
         if self.flow:
-            if evidence.flow is None:
-                raise BundleError("the track scorer reads the flow in each region; enable the config's flow section")
-            now = evidence.flow.as_list()
+            # an unmeasured window reads as still; a scorer with a fallback does not decide it on that
+            now = (evidence.flow or STILL).as_list()
             self.flow_sums = [a + b for a, b in zip(self.flow_sums, now)]
             features += now + [v / self.count for v in self.flow_sums]
         return features
@@ -150,6 +154,7 @@ class TrackScorer:
     learning_rate: float
     trees: tuple[Tree, ...]
     features: tuple[str, ...] = ()
+    fallback: "TrackScorer | None" = None  # a flow scorer's scorer without flow (module docstring)
 
     def __post_init__(self) -> None:
         expected = tuple(feature_names(self.heads, flow=bool(self.features) and self.features[-1] in FLOW))
@@ -160,6 +165,11 @@ class TrackScorer:
             )
         if not self.features:
             object.__setattr__(self, "features", expected)
+        if self.fallback is not None:
+            if self.fallback.uses_flow or self.fallback.fallback is not None or not self.uses_flow:
+                raise BundleError("a track scorer's fallback must not read the flow, and only a scorer that reads it has one")
+            if not set(self.fallback.heads) <= set(self.heads):
+                raise BundleError("the track scorer's fallback reads heads the scorer does not")
         width = len(expected)
         for tree in self.trees:
             if any(f >= width for f, left in zip(tree.feature, tree.left) if left != -1):
@@ -182,7 +192,7 @@ class TrackScorer:
     # --- files ---------------------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        return {
+        blob = {
             "format": SCORER_FORMAT,
             "heads": list(self.heads),
             "features": list(self.features),
@@ -193,6 +203,9 @@ class TrackScorer:
                 for t in self.trees
             ],
         }
+        if self.fallback is not None:
+            blob["fallback"] = self.fallback.to_json()
+        return blob
 
     @classmethod
     def from_json(cls, blob: dict, origin: str = "track scorer") -> "TrackScorer":
@@ -204,8 +217,9 @@ class TrackScorer:
                      [int(v) for v in t["right"]], [float(v) for v in t["value"]])
                 for t in blob["trees"]
             )
+            fallback = cls.from_json(blob["fallback"], f"{origin} (fallback)") if "fallback" in blob else None
             return cls(tuple(blob["heads"]), float(blob["init"]), float(blob["learning_rate"]), trees,
-                       tuple(blob.get("features", ())))
+                       tuple(blob.get("features", ())), fallback)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{origin} is malformed: {exc}") from None
 

@@ -225,6 +225,8 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     from training.evaluation.runner import run_items
     from training.recipe import train_decision_stage
 
+    if args.veto is not None and not args.flow:
+        raise ConfigError("--veto goes with --flow: only a scorer that reads the flow has a fallback to veto it")
     items = [item for folder in args.data for item in read_items(folder)]  # a malformed manifest stops here
     bundle = ModelBundle.load(resolve_model(args.model))
     heads = parse_heads(args.heads, list(bundle.heads))
@@ -236,11 +238,12 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     engine = Engine(bundle, device=args.device, heads=heads, config=config)
     traces = run_items(engine, items, progress=None if not args.quiet else False)
     record = train_decision_stage(bundle, traces, [Path(d) for d in args.data], heads, args.seed, args.min_tnr,
-                                  flow=args.flow, min_heads=args.min_heads)
+                                  flow=args.flow, min_heads=args.min_heads, veto=args.veto)
     data = " ".join(f"--data {d}" for d in args.data)
     record["command"] = (f"smokewatch train decision {data} --model {bundle.path} --heads {','.join(heads)} --seed {args.seed}"
                          f" --min-tnr {record['min_tnr']}" + (" --flow" if args.flow else "")
-                         + (f" --min-heads {args.min_heads}" if args.min_heads is not None else ""))
+                         + (f" --min-heads {args.min_heads}" if args.min_heads is not None else "")
+                         + (f" --veto {record['fallback']['veto']}" if "fallback" in record else ""))
     bundle.save(args.out)
     print(json.dumps({"bundle": str(args.out), **record}, indent=2, default=str))
     return 0
@@ -306,6 +309,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-heads", type=probability, default=None, metavar="P",
                    help="confirm only while the heads' mean p on the region's current window is at least P "
                         "(decision.scorer_min_heads; default: no gate)")
+    p.add_argument("--veto", type=probability, default=None, metavar="P",
+                   help="with --flow: a flow confirmation also needs the scorer without flow (fitted first, the fallback "
+                        "for windows with no measured flow) to give the region at least P (decision.fallback_veto; "
+                        "default 0.5, 0 turns it off)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", help="device for the engine (default: the bundle's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -188,26 +188,50 @@ def train_verifier_stage(
     return record
 
 
+def _fallback_for(bundle: ModelBundle, traces: list, heads: list[str], seed: int, min_tnr: float):
+    """A flow scorer's fallback: the scorer the bundle decides with now (or the fallback of its flow
+    scorer) where it reads only these heads, so adding the flow leaves the windows without it as
+    they were; otherwise one fitted here without flow."""
+    from .scorer import fit_track_scorer, kept_scorer
+
+    scorer, decision = bundle.scorer, bundle.config.decision
+    if scorer is not None and decision.scorer_threshold is not None:
+        if not scorer.uses_flow and set(scorer.heads) <= set(heads):
+            return kept_scorer(scorer, decision.scorer_threshold, traces)
+        if scorer.fallback is not None and decision.fallback_threshold is not None and set(scorer.fallback.heads) <= set(heads):
+            return kept_scorer(scorer.fallback, decision.fallback_threshold, traces)
+    return fit_track_scorer(traces, heads, seed, min_tnr=min_tnr)
+
+
 def train_decision_stage(bundle: ModelBundle, traces: list, data_dirs: list[Path], heads: list[str], seed: int = 0,
-                         min_tnr: float | None = None, flow: bool = False, min_heads: float | None = None) -> dict:
+                         min_tnr: float | None = None, flow: bool = False, min_heads: float | None = None,
+                         veto: float | None = None) -> dict:
     """Fit the track scorer (training.scorer) on traces of labelled clips run with `heads`, put it
     in the bundle with the threshold picked out of fold (keeping TNR >= `min_tnr`, by default
     training.scorer.MIN_TNR, where it can), and record how it compares with the
     bundle's k-of-n rule on the same clips (the rule's figure is in-sample when the rule was tuned
     on them, the scorer's is not). With `flow` the scorer also reads the flow in each region (the
-    traces must carry it) and the bundle measures it; `min_heads` becomes decision.scorer_min_heads."""
+    traces must carry it) and the bundle measures it, with a fallback without flow (the bundle's own
+    scorer where it has one, else fitted first; `_fallback_for`) at decision.fallback_threshold;
+    `veto`, by default training.scorer.FALLBACK_VETO, becomes decision.fallback_veto;
+    `min_heads` becomes decision.scorer_min_heads."""
     from .evaluation.records import VoteOptions
     from .evaluation.scoring import score_traces
-    from .scorer import MIN_TNR, fit_track_scorer
+    from .scorer import FALLBACK_VETO, MIN_TNR, fit_track_scorer
 
-    fit = fit_track_scorer(traces, heads, seed, min_tnr=MIN_TNR if min_tnr is None else min_tnr, flow=flow,
-                           min_heads=min_heads)
+    min_tnr = MIN_TNR if min_tnr is None else min_tnr
+    fallback = _fallback_for(bundle, traces, heads, seed, min_tnr) if flow else None
+    veto = (FALLBACK_VETO if veto is None else veto) if flow else None
+    fit = fit_track_scorer(traces, heads, seed, min_tnr=min_tnr, flow=flow, min_heads=min_heads, fallback=fallback,
+                           veto=veto)
     rule = bundle.config.decision.model_copy(update={"scorer_threshold": None})
     head = bundle.config.verifier.head
     rule_scores = score_traces(traces, [head], rule, VoteOptions(frames=bundle.config.tubes.window)).row(head).item
     bundle.scorer = fit.scorer
-    bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": fit.threshold, "flow.enabled": flow,
-                                                  "decision.scorer_min_heads": min_heads})
+    bundle.config = bundle.config.with_overrides({
+        "decision.scorer_threshold": fit.threshold, "flow.enabled": flow, "decision.scorer_min_heads": min_heads,
+        "decision.fallback_threshold": fallback.threshold if fallback else None, "decision.fallback_veto": veto,
+    })
     record = {"data": [str(d) for d in data_dirs], "clips": len(traces), "seed": seed, **fit.to_json(),
               "rule_on_same_clips": {"head": head, "threshold": rule.threshold, "confirm_k": rule.confirm_k,
                                      "confirm_n": rule.confirm_n, **rule_scores.to_json()}}

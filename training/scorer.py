@@ -5,12 +5,17 @@ window, labelled smoke when the region holds a ground-truth plume at that frame 
 without per-frame boxes, when the frame shows smoke). The threshold is picked on out-of-fold
 scores, folds split by clip, so it is chosen on clips the trees did not learn from; the final trees
 are then fitted on every clip.
+
+A flow scorer goes with a fallback without flow (the bundle's own scorer, or one fitted first on
+the same clips), and its threshold is picked as the engine will decide: windows with no measured
+flow by the fallback at its own threshold, the others by the flow scorer, vetoed where the
+fallback's p (out of fold when fitted here) is below the veto.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +35,10 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.01))
 # labellings of the same clips, out-of-fold TNR 94 % or 96 %). So the pick first keeps the tuning
 # clips' TNR at this floor, then looks for the best F1.
 MIN_TNR = 0.95
+# A flow confirmation needs the scorer without flow to find smoke more likely than not: on the
+# tuning clips this costs about half a point of out-of-fold F1, and it keeps the flow scorer quiet on
+# the real fog clip (fog rising past a building, which the flow alone reads as a plume; README).
+FALLBACK_VETO = 0.5
 
 
 class ScorerError(SmokewatchError):
@@ -57,8 +66,13 @@ class ScorerFit:
     folds: int
     min_tnr: float = 0.0  # the out-of-fold TNR the threshold had to keep, where any threshold could
     min_heads: float | None = None  # the gate on the heads' mean p the threshold was picked with
+    window_out_of_fold: np.ndarray | None = field(default=None, repr=False)  # each window's p from trees that never saw its clip
+    fallback: "ScorerFit | None" = None  # a flow scorer's fallback, fitted first
+    veto: float | None = None  # the fallback's p a flow confirmation needed when the threshold was picked
+    kept: bool = False  # the bundle's own scorer, not fitted here: its scores are in-sample if it learnt from these clips
 
     def to_json(self) -> dict:
+        extra = {"fallback": {**self.fallback.to_json(), "veto": self.veto}} if self.fallback is not None else {}
         return {
             "heads": list(self.scorer.heads),
             "threshold": self.threshold,
@@ -71,7 +85,9 @@ class ScorerFit:
             "samples": self.samples,
             "positive_samples": self.positives,
             "folds": self.folds,
-            "item_scores_out_of_fold": self.out_of_fold.to_json(),
+            "item_scores_out_of_fold" if not self.kept else "item_scores_kept_scorer": self.out_of_fold.to_json(),
+            **({"kept_from_bundle": True} if self.kept else {}),
+            **extra,
         }
 
 
@@ -105,7 +121,8 @@ def _classifier(seed: int):
     )
 
 
-def export_scorer(model, heads: Sequence[str], example: np.ndarray, flow: bool = False) -> TrackScorer:
+def export_scorer(model, heads: Sequence[str], example: np.ndarray, flow: bool = False,
+                  fallback: TrackScorer | None = None) -> TrackScorer:
     """A fitted GradientBoostingClassifier as plain trees. The starting log-odds is read off the
     model's own decision function (minus what the trees add), so no private attribute is used."""
     trees = []
@@ -118,7 +135,8 @@ def export_scorer(model, heads: Sequence[str], example: np.ndarray, flow: bool =
     row = example[:1]
     added = sum(float(e.predict(row)[0]) for e in model.estimators_[:, 0])
     init = float(model.decision_function(row)[0]) - model.learning_rate * added
-    return TrackScorer(tuple(heads), init, float(model.learning_rate), tuple(trees), tuple(feature_names(heads, flow)))
+    return TrackScorer(tuple(heads), init, float(model.learning_rate), tuple(trees), tuple(feature_names(heads, flow)),
+                       fallback)
 
 
 def item_scores(window_scores: np.ndarray, items: np.ndarray, count: int) -> np.ndarray:
@@ -128,22 +146,46 @@ def item_scores(window_scores: np.ndarray, items: np.ndarray, count: int) -> np.
     return out
 
 
-def pick_threshold(scores: np.ndarray, truth: np.ndarray, min_tnr: float = 0.0) -> tuple[float, BinaryScores]:
+def pick_threshold(scores: np.ndarray, truth: np.ndarray, min_tnr: float = 0.0,
+                   confirmed: np.ndarray | None = None) -> tuple[float, BinaryScores]:
     """The threshold with the best item F1 among those that keep TNR >= `min_tnr` (all of them when
-    none does); ties go to the higher TNR, then the higher threshold."""
+    none does); ties go to the higher TNR, then the higher threshold. Items in `confirmed` say smoke
+    whatever the threshold (a fallback confirmed them)."""
     best = None
     for threshold in THRESHOLDS:
-        result = binary_scores(truth, scores >= threshold)
+        said = scores >= threshold if confirmed is None else (scores >= threshold) | confirmed
+        result = binary_scores(truth, said)
         key = (result.tnr >= min_tnr, round(result.f1, 6), round(result.tnr, 6), threshold)
         if best is None or key > best[0]:
             best = (key, threshold, result)
     return float(best[1]), best[2]
 
 
+def kept_scorer(scorer: TrackScorer, threshold: float, traces: Sequence) -> ScorerFit:
+    """The bundle's scorer as it is, with its scores on `traces`, to serve as a flow scorer's fallback.
+
+    Keeping it rather than refitting means adding the flow changes nothing where no flow can be
+    measured: a refit without flow on the same clips took the FIgLib sequence's pre-fire spot
+    (frames a minute apart) past its threshold, where the shipped scorer stays under (README)."""
+    if scorer.uses_flow:
+        raise ValueError("a fallback must not read the flow")
+    samples = track_samples(traces, scorer.heads)
+    window = np.array([scorer.probability(row.tolist()) for row in samples.features])
+    truth = np.array([t.item.is_smoke for t in traces], dtype=bool)
+    said = item_scores(window, samples.items, len(traces)) >= threshold
+    return ScorerFit(scorer, threshold, binary_scores(truth, said), len(samples.labels), int(samples.labels.sum()), 0,
+                     window_out_of_fold=window, kept=True)
+
+
 def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, folds: int = 5,
-                     min_tnr: float = MIN_TNR, flow: bool = False, min_heads: float | None = None) -> ScorerFit:
+                     min_tnr: float = MIN_TNR, flow: bool = False, min_heads: float | None = None,
+                     fallback: ScorerFit | None = None, veto: float | None = None) -> ScorerFit:
     """Fit the trees on every window; pick the threshold on out-of-fold item scores, gated as the
-    engine gates them (decision.scorer_min_heads) when `min_heads` is given."""
+    engine gates them (decision.scorer_min_heads) when `min_heads` is given. A flow scorer's
+    `fallback` (fitted on the same traces, without flow) decides the windows whose flow was not
+    measured and, with `veto`, must reach it for a flow window to count (module docstring)."""
+    if fallback is not None and (not flow or fallback.scorer.uses_flow or fallback.window_out_of_fold is None):
+        raise ValueError("a fallback goes with a flow scorer, and is a scorer without flow fitted on the same traces")
     from sklearn.model_selection import GroupKFold
 
     truth = np.array([t.item.is_smoke for t in traces], dtype=bool)
@@ -160,10 +202,23 @@ def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, fold
             raise ScorerError("a fold of the tuning clips holds windows of only one kind; use more clips")
         model = _classifier(seed).fit(samples.features[train], samples.labels[train])
         out_of_fold[held] = model.predict_proba(samples.features[held])[:, 1]
+    window_out_of_fold = out_of_fold.copy()
     if min_heads is not None:
         mean = np.array([heads_mean(w.head_probs, heads) for t in traces for w in t.windows])
         out_of_fold = np.where(mean >= min_heads, out_of_fold, 0.0)
-    threshold, scores = pick_threshold(item_scores(out_of_fold, samples.items, len(traces)), truth, min_tnr)
+    confirmed = None
+    if fallback is not None:
+        second = fallback.window_out_of_fold
+        measured = np.array([w.flow is not None for t in traces for w in t.windows], dtype=bool)
+        if len(second) != len(measured):
+            raise ValueError("the fallback was fitted on other traces")
+        if veto is not None:
+            out_of_fold = np.where(second >= veto, out_of_fold, 0.0)
+        out_of_fold = np.where(measured, out_of_fold, 0.0)
+        confirmed = np.zeros(len(traces), dtype=bool)
+        confirmed[samples.items[~measured & (second >= fallback.threshold)]] = True
+    threshold, scores = pick_threshold(item_scores(out_of_fold, samples.items, len(traces)), truth, min_tnr, confirmed)
     model = _classifier(seed).fit(samples.features, samples.labels)
-    scorer = export_scorer(model, heads, samples.features, flow)
-    return ScorerFit(scorer, threshold, scores, len(samples.labels), int(samples.labels.sum()), folds, min_tnr, min_heads)
+    scorer = export_scorer(model, heads, samples.features, flow, fallback.scorer if fallback is not None else None)
+    return ScorerFit(scorer, threshold, scores, len(samples.labels), int(samples.labels.sum()), folds, min_tnr, min_heads,
+                     window_out_of_fold, fallback, veto if fallback is not None else None)

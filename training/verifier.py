@@ -197,6 +197,7 @@ def drop_scorer(bundle: ModelBundle) -> None:
     """Decide with the k-of-n rule again: no scorer file, no scorer threshold."""
     bundle.scorer = None
     bundle.config = bundle.config.with_overrides({"decision.scorer_threshold": None, "decision.scorer_min_heads": None,
+                                                  "decision.fallback_threshold": None, "decision.fallback_veto": None,
                                                   "flow.enabled": False})
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import FlowConfig
-from pipeline.flow import STILL, FlowMeter
+from pipeline.flow import FlowMeter
 from pipeline.records import Box
 from training.synth.clip import ClipRenderer, plan_clip
 
@@ -62,22 +62,22 @@ def test_a_panning_camera_is_not_motion_inside_a_region():
     assert abs(panned.rise) < 0.003 and panned.drift < 0.005 and panned.moving_share < 0.2
 
 
-def test_a_region_with_no_measured_flow_is_still_and_old_flows_are_forgotten():
+def test_a_region_with_no_comparable_frames_is_unmeasured_not_still_and_old_flows_are_forgotten():
     meter = FlowMeter(FlowConfig(enabled=True))
     frames = _frames(move_patch=(0, 2), move_all=(0, 0), count=3)
     meter.push(0, frames[0], 0.0)
-    assert meter.measure(REGION, (0,)) == STILL  # the first frame has nothing to compare with
+    assert meter.measure(REGION, (0,)) is None  # the first frame has nothing to compare with
     meter.push(1, frames[1], 0.25)
     meter.push(2, frames[2], 0.5)
     assert meter.measure(REGION, (1, 2)).rise > 0
     meter.evict_before(2)
-    assert meter.measure(REGION, (0, 1)) == STILL
-    assert meter.measure((300, 300, 340, 340), (2,)) == STILL  # outside the picture
+    assert meter.measure(REGION, (0, 1)) is None
+    assert meter.measure((300, 300, 340, 340), (2,)) is None  # outside the picture
 
     slow = FlowMeter(FlowConfig(enabled=True, max_gap_s=2.0))
     for seq, image in enumerate(frames):
         slow.push(seq, image, seq * 60.0)  # one image a minute: nothing to follow from one to the next
-    assert slow.measure(REGION, (1, 2)) == STILL
+    assert slow.measure(REGION, (1, 2)) is None
 
 
 def test_a_small_region_in_a_large_frame_is_measured_at_its_own_scale():
@@ -119,7 +119,10 @@ def test_windows_carry_the_flow_when_it_is_measured(tiny_bundle_dir, clip_path):
     plain = Engine(bundle).detect(clip_path)
     measured = Engine(bundle, config=bundle.config.with_overrides({"flow.enabled": True})).detect(clip_path)
     assert plain.windows and all(w.flow is None for w in plain.windows)
-    assert len(measured.windows) == len(plain.windows) and all(w.flow is not None for w in measured.windows)
+    assert len(measured.windows) == len(plain.windows)
+    # a window on the clip's first frame has nothing to compare with; every later one is measured
+    assert all((w.flow is None) == (w.frame_index == 0) for w in measured.windows)
+    assert "flow" not in measured.windows[0].to_json()
     # the flow is evidence beside the heads; it changes no probability
     assert [w.smoke_prob for w in measured.windows] == pytest.approx([w.smoke_prob for w in plain.windows])
     assert set(measured.windows[-1].to_json()["flow"]) == {"rise", "drift", "speed", "contrast", "rising_share", "moving_share"}

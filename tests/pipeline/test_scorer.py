@@ -148,8 +148,11 @@ def test_a_flow_scorer_reads_the_current_flow_and_its_mean_so_far():
     assert len(last) == len(feature_names(heads)) + 12
     assert last["flow_rise"] == 0.0 and last["flow_mean_rise"] == pytest.approx(0.002)
     assert last["flow_rising_share"] == pytest.approx(0.8)
-    with pytest.raises(BundleError, match="flow"):
-        history.push(TrackEvidence({"lstm": 0.5, "gru": 0.5}, box))  # measured nowhere: refused, not guessed
+    # not measured (frames too far apart): the history reads it as still, and the decider hands such
+    # windows to the scorer's fallback where it has one (test_a_fallback_...)
+    unmeasured = dict(zip(feature_names(heads, flow=True), history.push(TrackEvidence({"lstm": 0.5, "gru": 0.5}, box))))
+    assert unmeasured["flow_rise"] == 0.0 and unmeasured["flow_moving_share"] == 0.0
+    assert unmeasured["flow_mean_rise"] == pytest.approx(0.004 / 3)
 
     index = feature_names(heads, flow=True).index("flow_mean_rise")
     scorer = TrackScorer(heads, 0.0, 1.0, (Tree([index, -2, -2], [0.001, -2.0, -2.0], [1, -1, -1], [2, -1, -1], [0.0, -20.0, 20.0]),),
@@ -188,3 +191,61 @@ def test_an_engine_with_a_flow_scorer_needs_the_flow_measured(tiny_bundle_dir, c
         Engine(bundle, config=scored)
     clip = Engine(bundle, config=scored.with_overrides({"flow.enabled": True})).detect(clip_path)
     assert clip.windows and clip.verdict == "smoke"  # every speed is above -1: the stump says smoke
+
+
+def _flow_scorer(fallback: TrackScorer | None, heads=("lstm", "gru")) -> TrackScorer:
+    """Smoke where the current window's flow rises (a stump on flow_rise at 0.001)."""
+    index = feature_names(heads, flow=True).index("flow_rise")
+    return TrackScorer(heads, 0.0, 1.0, (Tree([index, -2, -2], [0.001, -2.0, -2.0], [1, -1, -1], [2, -1, -1], [0.0, -20.0, 20.0]),),
+                       tuple(feature_names(heads, flow=True)), fallback)
+
+
+def test_the_fallback_decides_windows_without_flow_and_vetoes_the_others():
+    """Frames a minute apart leave the flow unmeasured: the scorer without flow decides those
+    windows at its own threshold (its p mapped onto the flow scorer's), and where the flow was
+    measured a confirmation also needs the fallback's p to reach the veto."""
+    fallback = _one_split_scorer("gru:peak", 0.9)  # p ~1 once the GRU was sure, ~0 before
+    config = DecisionConfig(threshold=0.5, scorer_threshold=0.6, fallback_threshold=0.3, fallback_veto=0.5)
+    box = Box(0, 0, 10, 10)
+
+    decider = RegionDecider(config, _flow_scorer(fallback))
+    unmeasured = [decider.update(1, 0.5, i, i * 60.0, _evidence(0.5, box, q=q)) for i, q in enumerate((0.2, 0.95))]
+    assert [v.confirmed for v in unmeasured] == [False, True]  # the fallback's p, not the flow stump's
+    assert unmeasured[0].score < 0.6 <= unmeasured[1].score <= 1.0
+
+    rising = TrackEvidence({"lstm": 0.5, "gru": 0.2}, box, _flow(0.004))
+    vetoed = RegionDecider(config, _flow_scorer(fallback)).update(1, 0.5, 0, 0.0, rising)
+    assert not vetoed.confirmed and vetoed.score == 0.0  # the flow says rising, the fallback sees no smoke
+    sure = TrackEvidence({"lstm": 0.5, "gru": 0.95}, box, _flow(0.004))
+    assert RegionDecider(config, _flow_scorer(fallback)).update(1, 0.5, 0, 0.0, sure).confirmed
+    unvetoed = RegionDecider(config.model_copy(update={"fallback_veto": None}), _flow_scorer(fallback))
+    assert unvetoed.update(1, 0.5, 0, 0.0, rising).confirmed
+
+    # without the fallback's threshold the flow scorer reads an unmeasured window as still
+    still = RegionDecider(config.model_copy(update={"fallback_threshold": None, "fallback_veto": None}), _flow_scorer(fallback))
+    assert not still.update(1, 0.5, 0, 0.0, _evidence(0.95, box)).confirmed
+
+
+def test_a_fallback_travels_with_its_scorer_and_must_fit_it(tmp_path):
+    fallback = _one_split_scorer("gru:peak", 0.9)
+    scorer = _flow_scorer(fallback)
+    again = TrackScorer.load(scorer.save(tmp_path / "scorer.json"))
+    assert again == scorer and again.fallback == fallback
+    with pytest.raises(BundleError, match="fallback"):
+        _flow_scorer(_flow_scorer(None))  # a fallback that reads the flow would be no fallback
+    with pytest.raises(BundleError, match="fallback"):
+        TrackScorer(("lstm", "gru"), 0.0, 1.0, (), fallback=fallback)  # only a flow scorer has one
+    with pytest.raises(BundleError, match="heads"):
+        _flow_scorer(_one_split_scorer("deep-gru:peak", 0.9, heads=("deep-gru",)))
+    with pytest.raises(ConfigError, match="no fallback"):
+        RegionDecider(DecisionConfig(scorer_threshold=0.5, fallback_threshold=0.3), _flow_scorer(None))
+
+
+@pytest.mark.parametrize("own,target", [(0.3, 0.6), (0.8, 0.5), (0.5, 0.5), (1.0, 0.7)])
+def test_a_fallback_score_lands_on_the_same_side_of_the_scorer_threshold(own, target):
+    from pipeline.decision import onto_threshold
+
+    ps = np.linspace(0.0, 1.0, 101)
+    mapped = np.array([onto_threshold(p, own, target) for p in ps])
+    assert np.all(np.diff(mapped) >= 0) and mapped[0] == 0.0 and mapped[-1] == pytest.approx(1.0 if own < 1 else target)
+    assert np.array_equal(mapped >= target, ps >= own)

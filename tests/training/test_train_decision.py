@@ -49,6 +49,19 @@ def test_a_tnr_floor_comes_before_f1():
     assert picked.tnr < 0.95 and (picked.tp, picked.fp) == (3, 1)
 
 
+def test_items_a_fallback_confirmed_count_whatever_the_threshold():
+    """A flow scorer's threshold is picked with the clips its fallback confirmed (windows with no
+    measured flow) counted as said smoke: a plume the fallback caught needs no low threshold."""
+    truth = np.array([True, True, True, False, False, False])
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
+    confirmed = np.array([False, False, True, False, False, False])
+    threshold, picked = pick_threshold(scores, truth, confirmed=confirmed)
+    assert threshold > 0.6 and (picked.tp, picked.fp) == (3, 0)
+    # a negative the fallback alarmed on stays a false alarm at any threshold
+    _, picked = pick_threshold(np.zeros(6), truth, confirmed=np.array([False, False, False, False, False, True]))
+    assert (picked.tp, picked.fp) == (0, 1)
+
+
 @pytest.fixture(scope="module")
 def tuning_clips(tmp_path_factory):
     out = tmp_path_factory.mktemp("decision") / "tune"
@@ -99,6 +112,11 @@ def test_train_decision_with_flow_and_a_heads_gate_writes_a_bundle_that_measures
     bundle = ModelBundle.load(out)
     assert bundle.scorer.uses_flow and bundle.config.flow.enabled and bundle.config.decision.scorer_min_heads == 0.3
     assert report["flow"] is True and report["min_heads"] == 0.3 and "--flow --min-heads 0.3" in report["command"]
+    # the scorer without flow is fitted first: it decides windows whose flow was not measured, and vetoes the rest
+    decision = bundle.config.decision
+    assert bundle.scorer.fallback is not None and not bundle.scorer.fallback.uses_flow
+    assert decision.fallback_threshold == report["fallback"]["threshold"] and decision.fallback_veto == 0.5
+    assert report["fallback"]["veto"] == 0.5 and "--veto 0.5" in report["command"]
     evaluated = tmp_path / "eval"
     assert main(["evaluate", str(tuning_clips), "--model", str(out), "--out", str(evaluated), "--level", "item",
                  "--no-plots", "-q"]) == 0
@@ -108,6 +126,28 @@ def test_train_decision_with_flow_and_a_heads_gate_writes_a_bundle_that_measures
     assert main(["evaluate", str(tuning_clips), "--model", str(out), "--out", str(tmp_path / "e2"), "--set",
                  "flow.enabled=false", "-q"]) != 0
     assert "flow.enabled" in capsys.readouterr().err
+
+
+def test_a_flow_scorer_keeps_the_bundles_scorer_as_its_fallback(tiny_bundle_dir, tuning_clips, tmp_path):
+    """Adding the flow to a bundle that already decides with a scorer leaves that scorer (and its
+    threshold) in charge of every window without measured flow, so nothing changes there."""
+    scored, flowed = tmp_path / "scored", tmp_path / "flowed"
+    assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(tiny_bundle_dir), "--out", str(scored),
+                 "--heads", "lstm,gru", "--min-tnr", "0.5", "-q"]) == 0
+    assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(scored), "--out", str(flowed),
+                 "--heads", "lstm,gru", "--min-tnr", "0.5", "--flow", "--veto", "0.3", "-q"]) == 0
+    before, after = ModelBundle.load(scored), ModelBundle.load(flowed)
+    assert after.scorer.uses_flow and after.scorer.fallback == before.scorer
+    assert after.config.decision.fallback_threshold == before.config.decision.scorer_threshold
+    assert after.config.decision.fallback_veto == 0.3
+    record = after.metadata.provenance["track_scorer"]["fallback"]
+    assert record["kept_from_bundle"] and record["veto"] == 0.3
+
+
+def test_a_veto_without_the_flow_is_refused(tiny_bundle_dir, tuning_clips, tmp_path, capsys):
+    assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(tiny_bundle_dir), "--out",
+                 str(tmp_path / "x"), "--veto", "0.5", "-q"]) != 0
+    assert "--veto goes with --flow" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_train_decision_refuses_clips_it_cannot_learn_from(tiny_bundle_dir, tmp_path, capsys):

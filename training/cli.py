@@ -310,9 +310,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="confirm only while the heads' mean p on the region's current window is at least P "
                         "(decision.scorer_min_heads; default: no gate)")
     p.add_argument("--veto", type=probability, default=None, metavar="P",
-                   help="with --flow: a flow confirmation also needs the scorer without flow (fitted first, the fallback "
-                        "for windows with no measured flow) to give the region at least P (decision.fallback_veto; "
-                        "default 0.5, 0 turns it off)")
+                   help="with --flow: a flow confirmation also needs the fallback (the bundle's own scorer, or one "
+                        "fitted first without flow, which decides windows with no measured flow) to give the region at "
+                        "least P (decision.fallback_veto; default 0.5, 0 turns it off)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", help="device for the engine (default: the bundle's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

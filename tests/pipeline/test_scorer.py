@@ -249,3 +249,32 @@ def test_a_fallback_score_lands_on_the_same_side_of_the_scorer_threshold(own, ta
     mapped = np.array([onto_threshold(p, own, target) for p in ps])
     assert np.all(np.diff(mapped) >= 0) and mapped[0] == 0.0 and mapped[-1] == pytest.approx(1.0 if own < 1 else target)
     assert np.array_equal(mapped >= target, ps >= own)
+
+
+def test_a_flow_bundle_on_a_frame_a_minute_says_what_its_fallback_says(tiny_bundle_dir, clip_path, tmp_path):
+    """FIgLib-style sequences (a frame a minute) leave the flow unmeasured in every window: the
+    fallback decides them all; without its threshold the flow scorer would read them as still."""
+    import cv2
+
+    from pipeline.engine import Engine
+
+    folder = tmp_path / "20200611_fire"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(clip_path))
+    count = 0
+    while (ok_frame := capture.read())[0]:
+        cv2.imwrite(str(folder / f"{1591900000 + 60 * count}_{60 * (count - 4):+d}.jpg"), ok_frame[1])
+        count += 1
+    capture.release()
+    assert count >= 8
+
+    bundle = ModelBundle.load(tiny_bundle_dir)
+    fallback = _one_split_scorer("gru:peak", -1.0, heads=("gru", "deep-gru"))  # says smoke on anything
+    bundle.scorer = _flow_scorer(fallback, heads=("gru", "deep-gru"))
+    config = bundle.config.with_overrides({"flow.enabled": True, "decision.scorer_threshold": 0.5,
+                                           "decision.fallback_threshold": 0.5})
+    clip = Engine(bundle, config=config).detect(folder)
+    assert clip.windows and all(w.flow is None for w in clip.windows)
+    assert clip.verdict == "smoke" and all(w.confirmed for w in clip.windows)
+    still = Engine(bundle, config=config.with_overrides({"decision.fallback_threshold": None})).detect(folder)
+    assert still.verdict == "no_smoke"  # the flow stump needs a rise, and "unmeasured" reads as none

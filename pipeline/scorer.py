@@ -9,7 +9,8 @@ appeared) and scores them with gradient-boosted trees trained by `smokewatch tra
 
 A scorer trained with `train decision --flow` also reads how the picture moves inside the region
 (pipeline.flow): in the current window and on average over the region's windows so far. It carries
-a *fallback*, a scorer of the same clips without the flow, for two jobs the flow cannot do
+a *fallback*, a scorer without the flow (the bundle's scorer before the flow was added, or one fitted
+on the same clips), for two jobs the flow cannot do
 (pipeline.decision): deciding windows whose flow could not be measured (a camera sending one frame a
 minute is not a still picture, and trees that read "no motion" as a measurement alarmed on one), and
 a second opinion a flow confirmation must have (real fog can rise past a building exactly as a

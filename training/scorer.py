@@ -66,8 +66,9 @@ class ScorerFit:
     folds: int
     min_tnr: float = 0.0  # the out-of-fold TNR the threshold had to keep, where any threshold could
     min_heads: float | None = None  # the gate on the heads' mean p the threshold was picked with
-    window_out_of_fold: np.ndarray | None = field(default=None, repr=False)  # each window's p from trees that never saw its clip
-    fallback: "ScorerFit | None" = None  # a flow scorer's fallback, fitted first
+    # each window's p from trees that never saw its clip (a kept scorer's: its own p, in-sample if it learnt from them)
+    window_out_of_fold: np.ndarray | None = field(default=None, repr=False)
+    fallback: "ScorerFit | None" = None  # a flow scorer's fallback, kept from the bundle or fitted first
     veto: float | None = None  # the fallback's p a flow confirmation needed when the threshold was picked
     kept: bool = False  # the bundle's own scorer, not fitted here: its scores are in-sample if it learnt from these clips
 
@@ -182,10 +183,11 @@ def fit_track_scorer(traces: Sequence, heads: Sequence[str], seed: int = 0, fold
                      fallback: ScorerFit | None = None, veto: float | None = None) -> ScorerFit:
     """Fit the trees on every window; pick the threshold on out-of-fold item scores, gated as the
     engine gates them (decision.scorer_min_heads) when `min_heads` is given. A flow scorer's
-    `fallback` (fitted on the same traces, without flow) decides the windows whose flow was not
-    measured and, with `veto`, must reach it for a flow window to count (module docstring)."""
+    `fallback` (a scorer without flow, scored on the same traces: kept or fitted) decides the windows
+    whose flow was not measured and, with `veto`, must reach it for a flow window to count (module
+    docstring)."""
     if fallback is not None and (not flow or fallback.scorer.uses_flow or fallback.window_out_of_fold is None):
-        raise ValueError("a fallback goes with a flow scorer, and is a scorer without flow fitted on the same traces")
+        raise ValueError("a fallback goes with a flow scorer, and is a scorer without flow scored on the same traces")
     from sklearn.model_selection import GroupKFold
 
     truth = np.array([t.item.is_smoke for t in traces], dtype=bool)

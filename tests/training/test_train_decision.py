@@ -122,6 +122,9 @@ def test_train_decision_with_flow_and_a_heads_gate_writes_a_bundle_that_measures
                  "--no-plots", "-q"]) == 0
     rows = {row["key"]: row for row in json.loads((evaluated / "results.json").read_text())["rows"]}
     assert sum(rows["track-scorer"]["item"][k] for k in ("tp", "fp", "tn", "fn")) == 8
+    table = (evaluated / "table.md").read_text()
+    assert f"its fallback without flow at p >= {decision.fallback_threshold}" in table
+    assert "a flow confirmation needs the fallback's p >= 0.5" in table
     # the bundle without the flow is refused with a way out, not run with a scorer reading zeros
     assert main(["evaluate", str(tuning_clips), "--model", str(out), "--out", str(tmp_path / "e2"), "--set",
                  "flow.enabled=false", "-q"]) != 0

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.config import DecisionConfig
 from pipeline.records import StageTimes
 from training.metrics import Interval
 from training.windows import MIN_OVERLAP
@@ -102,6 +103,16 @@ def _level_heading(level: Level, counts: dict[str, int]) -> str:
     return f"item level: {counts['items']} items, {counts['smoke_items']} smoke / {counts['no_smoke_items']} no smoke"
 
 
+def _fallback_words(decision: DecisionConfig) -> str:
+    """How a flow scorer's fallback takes part, for the reader of a table (pipeline.decision)."""
+    words = []
+    if decision.fallback_threshold is not None:
+        words.append(f"its fallback without flow at p >= {decision.fallback_threshold} where no flow was measured")
+    if decision.fallback_veto is not None:
+        words.append(f"a flow confirmation needs the fallback's p >= {decision.fallback_veto}")
+    return f" ({'; '.join(words)})" if words else ""
+
+
 def table_text(evaluation: Evaluation, info: RunInfo) -> str:
     """The tables as Markdown: the chosen level first (the one table.csv holds), then the other."""
     counts = _sample_counts(evaluation)
@@ -116,7 +127,7 @@ def table_text(evaluation: Evaluation, info: RunInfo) -> str:
         f"decision: threshold {evaluation.decision.threshold}, {evaluation.decision.confirm_k} of "
         f"{evaluation.decision.confirm_n} windows"
         + (f" (the heads' rows); the track scorer confirms at p >= {evaluation.decision.scorer_threshold}"
-           if evaluation.decision.scorer_threshold is not None else "")
+           + _fallback_words(evaluation.decision) if evaluation.decision.scorer_threshold is not None else "")
         + f"; frame vote: {evaluation.vote.min_votes} of {evaluation.vote.frames} "
         f"frames, mean confidence > {evaluation.vote.threshold}",
     ]

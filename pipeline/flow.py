@@ -7,7 +7,7 @@ it. On the windows of our 160 held-out synthetic clips (measured with a whole-fr
 the first version of this module), the mean upward motion in a region alone ranked windows on a
 plume above the rest with an AUC of 0.84, for reasons of its own, so a track scorer trained with
 `train decision --flow` reads these figures beside the heads' probabilities. On real footage it has
-not yet earned its place (README: off by default).
+not yet earned its place (training/EXPERIMENTS.md: off by default).
 
 Each region is measured at its own scale: cut from two consecutive kept frames and resized to
 `flow.size` pixels, as the backbone's crops are, so a 30 px region in a 2 MP lookout frame is not

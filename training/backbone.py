@@ -62,7 +62,7 @@ class BackboneOptions:
     negatives_per_frame: int = 2
     # Extra positives: shifted and rescaled crops per smoke box (real ones too, so real smoke keeps
     # its weight), and the detector's own boxes on a plume. Off by default, as the shipped backbone
-    # was trained; measured in the README ("Off-centre positives").
+    # was trained; measured in training/EXPERIMENTS.md ("Off-centre positives").
     positive_jitter: int = 0
     detector_positives: bool = False
     # The detector's false positives on the real images as negatives too, not only on synthetic
@@ -279,7 +279,7 @@ def weathered(x: torch.Tensor) -> torch.Tensor:
     light: a few grey levels of contrast on a pale veil. A veil blended over a crop (up to half a
     pale, slightly blue grey, as distance does) keeps the plume's shape and texture but takes much of
     its contrast; the negatives get the same veils, so contrast alone stops telling them apart. Tried
-    once (README, "Weather on the backbone's crops"): it found one grey plume fewer, not more.
+    once (training/EXPERIMENTS.md, "Weather on the backbone's crops"): it found one grey plume fewer, not more.
     """
     n, device = len(x), x.device
     veil = torch.empty(n, 1, 1, 1, device=device).uniform_(150, 235)

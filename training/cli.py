@@ -365,7 +365,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="decide with the tuned k-of-n rule only; by default the track scorer is fitted on the tuning clips "
                    "and decides when it beats the rule there")
     p.add_argument("--scorer-flow", action="store_true",
-                   help="the track scorer also reads the optical flow in each region (off by default; see the README)")
+                   help="the track scorer also reads the optical flow in each region (off by default; see training/EXPERIMENTS.md)")
     p.add_argument("--scorer-min-heads", type=probability, default=None, metavar="P",
                    help="the track scorer confirms only while the heads' mean p on the current window is at least P "
                    "(default: no gate)")

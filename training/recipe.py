@@ -250,7 +250,7 @@ def default_config() -> PipelineConfig:
     what limits a 2-core CPU. Motion proposals on:
     lookout cameras are fixed, and a detector trained from scratch on a CPU misses faint plumes
     that the background difference still sees. Change cues off (`DefaultRecipe.change_cues`
-    turns them on): they helped the heads on synthetic clips but not on the real sample (README).
+    turns them on): they helped the heads on synthetic clips but not on the real sample (training/EXPERIMENTS.md).
     """
     return PipelineConfig().with_overrides(
         {
@@ -301,20 +301,21 @@ class DefaultRecipe:
     finetune_hours: float | None = 0.7
     # optionally more classic clips that only the verifier heads learn from (the stages before
     # them, hours of CPU, are not redone). Off by default: heads stop improving after about 5
-    # epochs, but 320 more clips (2026-11-27, README) left them as they were, so scenes are not
+    # epochs, but 320 more clips (2026-11-27, training/EXPERIMENTS.md) left them as they were, so scenes are not
     # what they lack.
     head_clips: int = 0
     head_seed: int = 1200
     # optionally heads that also read how each region changed over its window (extractor.change_cues).
     # Off by default: on 2026-11-28 it raised F1 on 160 held-out synthetic clips from 82.0 to 84.3
-    # and TNR from 95.7 to 97.8, but got two of the four real-sample clips wrong (README).
+    # and TNR from 95.7 to 97.8, but got two of the four real-sample clips wrong (training/EXPERIMENTS.md).
     change_cues: bool = False
     frames_per_clip: int = 4
     max_real: int = 900
     backbone_epochs: int = 8
     # optionally off-centre positives for the backbone (BackboneOptions.positive_jitter and
     # detector_positives). Off by default: on 2026-11-28 three heads on such a backbone scored F1
-    # 83.5 / TNR 93.5 on the held-out clips (shipped 82.0 / 95.7) and got the four real clips right (README).
+    # 83.5 / TNR 93.5 on the held-out clips (shipped 82.0 / 95.7) and got the four real clips right
+    # (training/EXPERIMENTS.md).
     positive_jitter: int = 0
     detector_positives: bool = False
     # frames per training clip the backbone's crops are cut from, spread evenly over the clip. The
@@ -322,19 +323,19 @@ class DefaultRecipe:
     # while most missed plumes are young and small. 16 (2026-11-29: 2108 synthetic positives
     # instead of 767) raised the heads' window F1 on their validation clips from 0.79-0.84 to
     # 0.87-0.89 and held-out window AP from 0.58 to 0.60, but lowered held-out item F1 from 86.9
-    # to 77.2 (paired interval -16.4 to -3.8 points), so the default stays (README).
+    # to 77.2 (paired interval -16.4 to -3.8 points), so the default stays (training/EXPERIMENTS.md).
     backbone_frames: int = BackboneOptions.frames_per_clip
     # optionally haze, colour casts, blur and noise on the backbone's training crops
     # (BackboneOptions.weather), for the grey plumes behind fog and haze it misses most. Off by
     # default: on 2026-12-03 it scored 84.30 / 97.83 held out (shipped 83.87 / 95.65, paired interval
-    # -4.5 to +5.6), found one grey plume fewer, and missed the real drone clip (README).
+    # -4.5 to +5.6), found one grey plume fewer, and missed the real drone clip (training/EXPERIMENTS.md).
     backbone_weather: bool = False
     # optionally one validation split for every stage: the backbone and the heads validate on the
     # training clips the detector validated on (training.splits), so the heads' validation figure
     # and their early stopping read clips no stage learnt from. Off by default, as the shipped bundle
     # was trained: there the heads validate on clips the backbone learnt from, and their validation
-    # F1 rose with every backbone change tried while held-out F1 fell (README). On 2026-12-03 it
-    # tied the shipped bundle held out (83.87 / 95.65) with 3 of 4 real clips right (README).
+    # F1 rose with every backbone change tried while held-out F1 fell (training/EXPERIMENTS.md). On 2026-12-03 it
+    # tied the shipped bundle held out (83.87 / 95.65) with 3 of 4 real clips right (training/EXPERIMENTS.md).
     shared_validation: bool = False
     # optionally pale landmarks standing still (trunks, rock, masts) in this share of the training
     # clips (`smokewatch synth --landmarks`); the tuning and held-out clips stay as they are.
@@ -354,7 +355,9 @@ class DefaultRecipe:
     # optionally the scorer also reads the optical flow in each region (pipeline.flow), and confirms
     # only while the heads' mean p on the current window is at least scorer_min_heads. Off by
     # default: on 2026-12-03, fitted on the shipped heads' tuning traces, the flow raised held-out F1
-    # but raised false alarms on the real fog clip and before the fire on the FIgLib sequence (README).
+    # but raised false alarms on the real fog clip and before the fire on the FIgLib sequence; with a
+    # fallback without flow and its veto (train_decision_stage) it got the four real clips right and
+    # 84.75 / 100 held out, within noise of the shipped 83.87 / 95.65 (training/EXPERIMENTS.md).
     scorer_flow: bool = False
     scorer_min_heads: float | None = None
     head_epochs: int = 40
@@ -669,7 +672,7 @@ def keep_reason(new_f1: float, old_f1: float, new_real: dict[str, int], old_real
     generator's quirks from replacing one that works on real footage.
 
     The heads' scores on still real regions (`regions:` metrics) are recorded but do not gate: on
-    2026-11-28 they and the real clips disagreed about which of two candidates was better (README)."""
+    2026-11-28 they and the real clips disagreed about which of two candidates was better (training/EXPERIMENTS.md)."""
     if old_f1 >= new_f1:
         return f"existing bundle scores F1 {old_f1} >= {new_f1} on the same held-out clips"
     worse = [f"{name} ({new_real[name]} right, existing bundle {old_real[name]})"

@@ -9,7 +9,7 @@ background region of the same image, each seen still for a whole window.
 A still window is not a video window: drift and growth are missing, and heads that learnt to
 distrust a region that does not change will rank real smoke low here yet catch it in video. On
 2026-11-28 a candidate scored AUC 0.59 here (shipped bundle 0.88) while it was surer than the
-shipped bundle on both real smoke clips and calmer on both real negatives (README). So the figures
+shipped bundle on both real smoke clips and calmer on both real negatives (training/EXPERIMENTS.md). So the figures
 describe what the heads make of appearance alone; they are recorded, not used to pick bundles.
 """
 

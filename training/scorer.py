@@ -37,7 +37,7 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.01))
 MIN_TNR = 0.95
 # A flow confirmation needs the scorer without flow to find smoke more likely than not: on the
 # tuning clips this costs about half a point of out-of-fold F1, and it keeps the flow scorer quiet on
-# the real fog clip (fog rising past a building, which the flow alone reads as a plume; README).
+# the real fog clip (fog rising past a building, which the flow alone reads as a plume; training/EXPERIMENTS.md).
 FALLBACK_VETO = 0.5
 
 
@@ -167,7 +167,7 @@ def kept_scorer(scorer: TrackScorer, threshold: float, traces: Sequence) -> Scor
 
     Keeping it rather than refitting means adding the flow changes nothing where no flow can be
     measured: a refit without flow on the same clips took the FIgLib sequence's pre-fire spot
-    (frames a minute apart) past its threshold, where the shipped scorer stays under (README)."""
+    (frames a minute apart) past its threshold, where the shipped scorer stays under (training/EXPERIMENTS.md)."""
     if scorer.uses_flow:
         raise ValueError("a fallback must not read the flow")
     samples = track_samples(traces, scorer.heads)

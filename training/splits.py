@@ -3,7 +3,7 @@
 Each stage used to draw its own validation split: the detector by a hash of the clip name, the
 backbone by random crop groups, the heads by random items. So the heads validated on clips the
 backbone (and detector) had learnt from, where features are cleaner than on new footage, and their
-validation figure rose with every backbone change while held-out scores did not (README). Deciding
+validation figure rose with every backbone change while held-out scores did not (training/EXPERIMENTS.md). Deciding
 by a hash of the clip's name lets every stage hold out the very same clips without passing lists
 between stages or across resumed runs.
 """

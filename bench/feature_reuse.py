@@ -35,6 +35,30 @@ def synthetic_clip(folder: Path) -> Path:
     return folder / "clips" / "synth_00000.mp4"
 
 
+def alternating_parser(doc: str, model_help: str, repeats: int = 5) -> argparse.ArgumentParser:
+    """The options every bench that runs engines alternately on one clip takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_BUNDLE), help=model_help)
+    parser.add_argument("--clip", help="video to run (default: a synthetic 12 s 640x360 smoke clip)")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"alternating runs of each (default {repeats})")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def run_summary(results: list) -> dict:
+    """Medians, per kept frame, of one engine's runs: the whole run, its heads, its `other` stage
+    (tube bookkeeping, the flow and the decision)."""
+    frames = results[0].frames_processed
+    return {
+        "frames": frames,
+        "windows": len(results[0].windows),
+        "verdict": results[0].verdict,
+        "s_per_frame": statistics.median(r.seconds / frames for r in results),
+        "heads_s_per_frame": statistics.median(sum(r.stage_times.heads.values()) / frames for r in results),
+        "other_s_per_frame": statistics.median(r.stage_times.other / frames for r in results),
+    }
+
+
 def run_alternately(engines: dict, clip: str | None, repeats: int) -> dict[str, list]:
     """Each engine on the same clip (default: :func:`synthetic_clip`), once to warm up, then
     `repeats` times in turn, so that what else the machine does falls on all of them alike."""

@@ -7,31 +7,25 @@ backbone, and run the same clip alternately.
     .venv/bin/python bench/track_scorer.py [--model BUNDLE] [--clip PATH] [--repeats 5]
 
 Prints the median seconds per kept frame of each, their ratio, and the median seconds per kept
-frame spent in the heads and in the decision (tube bookkeeping, the rule or the trees).
+frame spent in the heads and in the `other` stage (tube bookkeeping, the rule or the trees).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bundle import DEFAULT_BUNDLE, ModelBundle  # noqa: E402
+from pipeline.bundle import ModelBundle  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 
-from feature_reuse import run_alternately  # noqa: E402
+from feature_reuse import alternating_parser, run_alternately, run_summary  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(DEFAULT_BUNDLE), help="bundle with a track scorer (default: the shipped one)")
-    parser.add_argument("--clip", help="video to run (default: a synthetic 12 s 640x360 smoke clip)")
-    parser.add_argument("--repeats", type=int, default=5, help="alternating runs of each (default 5)")
-    parser.add_argument("--device", default="cpu")
+    parser = alternating_parser(__doc__, "bundle with a track scorer (default: the shipped one)")
     args = parser.parse_args()
 
     bundle = ModelBundle.load(args.model)
@@ -45,18 +39,8 @@ def main() -> int:
     }
     runs = run_alternately(engines, args.clip, args.repeats)
 
-    report = {}
-    for name, results in runs.items():
-        frames = results[0].frames_processed
-        report[name] = {
-            "heads": list(engines[name].heads),
-            "frames": frames,
-            "windows": len(results[0].windows),
-            "verdict": results[0].verdict,
-            "s_per_frame": statistics.median(r.seconds / frames for r in results),
-            "heads_s_per_frame": statistics.median(sum(r.stage_times.heads.values()) / frames for r in results),
-            "decide_s_per_frame": statistics.median(r.stage_times.other / frames for r in results),
-        }
+    # the decision (the rule or the trees) runs in the engine's `other` stage
+    report = {name: {"heads": list(engines[name].heads), **run_summary(results)} for name, results in runs.items()}
     report["ratio_scorer_to_rule"] = report["scorer"]["s_per_frame"] / report["rule"]["s_per_frame"]
     print(json.dumps(report, indent=2))
     return 0

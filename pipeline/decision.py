@@ -91,16 +91,16 @@ class RegionDecider:
         histories = self._histories.get(track_id)
         if histories is None:
             histories = self._histories[track_id] = (scorer.history(), fallback.history() if fallback else None)
-        score = scorer.probability(histories[0].push(evidence))
-        if cfg.scorer_min_heads is not None and heads_mean(evidence.head_probs, scorer.heads) < cfg.scorer_min_heads:
-            score = 0.0
+        features = histories[0].push(evidence)  # every window goes into both histories, used or not
         if fallback is not None:
             second = fallback.probability(histories[1].push(evidence))
             if evidence.flow is None and cfg.fallback_threshold is not None:
                 return onto_threshold(second, cfg.fallback_threshold, cfg.scorer_threshold)
             if cfg.fallback_veto is not None and second < cfg.fallback_veto:
                 return 0.0
-        return score
+        if cfg.scorer_min_heads is not None and heads_mean(evidence.head_probs, scorer.heads) < cfg.scorer_min_heads:
+            return 0.0
+        return scorer.probability(features)
 
     def forget(self, live_track_ids: set[int]) -> None:
         """Drop state of regions the tube builder no longer follows."""

@@ -40,7 +40,7 @@ class FlowMeter:
         self.config = config
         self._grey: dict[int, np.ndarray] = {}
         self._small: np.ndarray | None = None
-        self._last: tuple[int, float] | None = None  # (seq, time_s) of the previous frame
+        self._last_time: float | None = None  # of the previous frame
         self._camera: dict[int, tuple[float, float, float]] = {}  # seq -> (dx, dy, mean speed), full-frame px
         self._steps: dict[tuple[int, Region], tuple[float, ...] | None] = {}
 
@@ -51,9 +51,9 @@ class FlowMeter:
         h, w = grey.shape
         scale = min(1.0, self.config.camera_width / max(w, 1))
         small = cv2.resize(grey, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-        previous, last = self._small, self._last
-        self._grey[seq], self._small, self._last = grey, small, (seq, time_s)
-        if previous is None or previous.shape != small.shape or time_s - last[1] > self.config.max_gap_s:
+        previous, last_time = self._small, self._last_time
+        self._grey[seq], self._small, self._last_time = grey, small, time_s
+        if previous is None or previous.shape != small.shape or time_s - last_time > self.config.max_gap_s:
             return
         flow = _farneback(previous, small)
         dx, dy = np.median(flow.reshape(-1, 2), axis=0)

@@ -129,7 +129,7 @@ class RegionFlow:
 
 FLOW_FIELDS = tuple(f.name for f in fields(RegionFlow))
 # What a flow-reading track scorer's history takes for a window whose flow could not be measured
-# (pipeline.scorer); a scorer with a fallback never decides such a window on it.
+# (pipeline.scorer); with decision.fallback_threshold set, the fallback decides such a window instead.
 STILL = RegionFlow(rise=0.0, drift=0.0, speed=0.0, contrast=1.0, rising_share=0.5, moving_share=0.0)
 
 

@@ -202,7 +202,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
         options = BackboneOptions(epochs=args.backbone_epochs, seed=args.seed, split=split)
         out["extractor"] = train_backbone_stage(bundle, manifests, real, options, progress)
     cache = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + "-work") / "window-cache"
-    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache, split=split)
+    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache, split=split, still_regions=args.still_regions)
     record = train_verifier_stage(bundle, manifests, heads, options, progress)
     bundle.save(args.out)
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
@@ -286,6 +286,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="backbone and heads validate on the same clips, those the --model bundle's detector validated on "
                    "(chosen by clip name with the seed its training record holds; --seed for a detector without one), "
                    "instead of each drawing its own; off by default, as the shipped bundle")
+    p.add_argument("--still-regions", type=non_negative_int, default=0, metavar="K",
+                   help="also hold K regions of each clip still for the whole clip (half on its palest spots, half "
+                   "anywhere) and train the heads on their windows, labelled by the ground truth like every window: what "
+                   "nothing proposes during training but real footage shows, a pale trunk, a dirt track, fog drifting "
+                   "over a building (default 0, as the shipped heads)")
     p.add_argument("--cache", metavar="DIR", help="folder for cached window features (default: next to --out)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--eval", metavar="DIR", help="instead of training, score the --model bundle's heads (default: the shipped "

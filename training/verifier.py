@@ -46,6 +46,9 @@ class HeadTrainingOptions:
     split: ClipSplit | None = None
     seed: int = 0
     feature_noise: float = 0.05  # Gaussian noise on standardised features, against memorising clips
+    # regions per clip held still for the whole clip as extra windows (training.windows.still_boxes),
+    # labelled by the ground truth like every window; 0, as the shipped heads were trained
+    still_regions: int = 0
     cache_dir: Path | None = None
     device: str = "cpu"
 
@@ -217,7 +220,7 @@ def train_heads(
     # expect another input than these windows have (change cues switched) and are being replaced.
     quiet = bundle.config.with_overrides({"decision.scorer_threshold": None})
     engine = Engine(bundle, device=options.device, heads=[], config=quiet)
-    windows = collect_windows(engine, items, options.cache_dir, progress)
+    windows = collect_windows(engine, items, options.cache_dir, progress, still=options.still_regions)
     if len(windows) == 0:
         raise SmokewatchError("the training items gave no windows: the detector found no candidates and no item has per-frame boxes")
     if options.split is None:

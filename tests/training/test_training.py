@@ -17,6 +17,7 @@ from training.datasets import read_manifest, read_yolo_folder
 from training.recipe import RealSet, train_backbone_stage, train_detector_stage, train_verifier_stage
 from training.splits import ClipSplit
 from training.verifier import HeadTrainingOptions
+from training.windows import collect_windows, still_boxes
 
 TINY = {
     "detector.arch": "yolov8n.yaml",
@@ -337,3 +338,65 @@ def test_training_commands_refuse_what_they_cannot_do_before_any_work(args, comp
     run = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 2 and complaint in run.stderr
     assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def _dark_field_with_pale_patch() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 70, (180, 320, 3)).astype(np.uint8)  # dark forest
+    image[120:140, 200:224] = 225  # a pale rock on it
+    return image
+
+
+def test_half_the_still_boxes_sit_on_the_palest_spot_the_rest_anywhere():
+    image = _dark_field_with_pale_patch()
+    boxes = still_boxes(image, 4, np.random.default_rng(5))
+    assert len(boxes) == 4
+    assert all(0 <= b.x1 < b.x2 <= 320 and 0 <= b.y1 < b.y2 <= 180 for b in boxes)
+    assert all(a.iou(b) < 0.3 for i, a in enumerate(boxes) for b in boxes[i + 1:]), "distinct places"
+    on_patch = [b for b in boxes if b.x1 < 212 < b.x2 and b.y1 < 130 < b.y2]
+    assert on_patch, "a pale spot against its surroundings is among the boxes"
+    assert boxes == still_boxes(image, 4, np.random.default_rng(5)), "the same boxes for the same stream"
+    assert still_boxes(image, 0, np.random.default_rng(5)) == []
+
+
+def test_still_windows_come_beside_the_proposed_ones_and_follow_the_truth(synth_dir, tmp_path):
+    torch.manual_seed(0)
+    bundle = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="still")
+    engine = Engine(bundle, heads=[])
+    items = read_manifest(synth_dir, check_frames=False)
+    plain = collect_windows(engine, items, tmp_path / "cache", progress=False)
+    held = collect_windows(engine, items, tmp_path / "cache", progress=False, still=2)
+    assert not plain.still.any() and held.still.any()
+    others = ~held.still
+    # the windows the detector and the truth give are the same with still regions as without
+    assert np.array_equal(held.features[others], plain.features)
+    assert np.array_equal(held.labels[others], plain.labels)
+    # two still tubes per clip, each a window at every stride once T frames are there (the tiny
+    # config pads the first windows, so every kept frame from the first is due at stride 1)
+    per_item = np.bincount(held.item[held.still], minlength=len(items))
+    assert (per_item > 0).all() and (per_item % 2 == 0).all()
+    # a clip without smoke has nothing but negatives there; the labels of smoke clips follow their boxes
+    negatives = [i for i, item in enumerate(items) if not item.is_smoke]
+    assert negatives and not held.labels[held.still & np.isin(held.item, negatives)].any()
+    summary = held.summary()
+    assert summary["still_windows"] == int(held.still.sum())
+    assert summary["ground_truth_windows"] + summary["detector_windows"] + summary["still_windows"] == len(held)
+    # both kinds stay cached side by side: a new run reads them again, unchanged
+    again = collect_windows(engine, items, tmp_path / "cache", progress=False, still=2)
+    assert np.array_equal(again.still, held.still) and np.array_equal(again.labels, held.labels)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2 * len(items)
+
+
+def test_train_verifier_still_regions_records_them(synth_dir, tmp_path, capsys):
+    from service.cli import main
+
+    torch.manual_seed(0)
+    ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="start").save(tmp_path / "start")
+    assert main(["train", "verifier", "--model", str(tmp_path / "start"), "--data", str(synth_dir), "--heads", "gru",
+                 "--backbone-epochs", "0", "--epochs", "1", "--still-regions", "3", "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "out"), "-q"]) == 0
+    json.loads(capsys.readouterr().out)
+    record = ModelBundle.load(tmp_path / "out").metadata.provenance["verifier"]
+    assert record["options"]["still_regions"] == 3
+    windows = record["heads"]["gru"]["windows"]
+    assert windows["train"]["still_windows"] + windows["val"]["still_windows"] > 0

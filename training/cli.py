@@ -360,6 +360,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-detector-negatives", action="store_true",
                    help="also teach the backbone the detector's boxes on the real training images that miss their smoke "
                    "labels as not-smoke (off by default)")
+    p.add_argument("--still-regions", type=non_negative_int, default=0, metavar="K",
+                   help="the heads also learn from K regions of each training clip held still for the whole clip "
+                   "(train verifier --still-regions; default 0, as the shipped heads)")
     p.add_argument("--shared-validation", action="store_true",
                    help="backbone and heads validate on the training clips the detector validated on, so the heads' "
                    "validation figure and early stopping read clips no stage learnt from (off by default, as the shipped bundle)")
@@ -402,7 +405,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
         scorer_flow=args.scorer_flow, scorer_min_heads=args.scorer_min_heads,
         real_detector_negatives=args.real_detector_negatives, backbone_weather=args.backbone_weather,
-        landmarks=args.landmarks, shared_validation=args.shared_validation,
+        landmarks=args.landmarks, shared_validation=args.shared_validation, still_regions=args.still_regions,
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,

@@ -343,6 +343,10 @@ class DefaultRecipe:
     # optionally the detector's false positives on the real training images as backbone negatives
     # (BackboneOptions.real_detector_negatives), beside those on synthetic frames.
     real_detector_negatives: bool = False
+    # optionally this many regions of each training clip held still for the whole clip, as more
+    # head windows (HeadTrainingOptions.still_regions): the pale near-field things and the fog over
+    # near objects that the heads took for smoke on real footage are never proposed in training.
+    still_regions: int = 0
     # optionally a detector trained before (a bundle folder, e.g. one `smokewatch train detector
     # --finetune` wrote) instead of the detector stage: the later stages then learn around it. Its
     # own provenance, which says how it was trained, goes into the new bundle.
@@ -545,7 +549,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     # a resumed stage brings the config it was saved with
     bundle.config = default_config().with_overrides({"extractor.change_cues": recipe.change_cues})
-    options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache", split=split)
+    options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache", split=split,
+                                  still_regions=recipe.still_regions)
     head_data = list(learn_from)
     if recipe.head_clips:
         head_data.append(_synth(work / "synth-heads", recipe.head_clips, recipe.head_seed, progress))

@@ -112,6 +112,9 @@ def still_boxes(image: np.ndarray, count: int, rng: np.random.Generator) -> list
             return True
         return False
 
+    def in_frame(x: float, y: float, bw: int, bh: int) -> Box:  # from the small image's pixels
+        return Box(x / scale, y / scale, min(W, (x + bw) / scale), min(H, (y + bh) / scale))
+
     def size() -> tuple[int, int]:  # (width, height) in the small image
         side = float(rng.uniform(0.05, 0.16)) * h
         return max(1, min(w - 1, round(side * float(rng.uniform(0.6, 1.6))))), max(1, min(h - 1, round(side)))
@@ -132,14 +135,14 @@ def still_boxes(image: np.ndarray, count: int, rng: np.random.Generator) -> list
         contrast = inner / (bw * bh) - ring / ((bh + 2 * my) * (bw + 2 * mx) - bw * bh)
         for flat in np.argsort(contrast, axis=None)[::-1][:2000]:
             y, x = divmod(int(flat), contrast.shape[1])
-            if keep(Box(x / scale, y / scale, min(W, (x + bw) / scale), min(H, (y + bh) / scale))):
+            if keep(in_frame(x, y, bw, bh)):
                 break
     for _ in range(20 * count):
         if len(chosen) >= count:
             break
         bw, bh = size()
         x, y = float(rng.uniform(0, w - bw)), float(rng.uniform(0, h - bh))
-        keep(Box(x / scale, y / scale, min(W, (x + bw) / scale), min(H, (y + bh) / scale)))
+        keep(in_frame(x, y, bw, bh))
     return chosen[:count]
 
 
@@ -157,7 +160,7 @@ class LabellingSession(Session):
         self.item = item
         self.gt_tubes = TubeBuilder(self.config.tubes.model_copy(update={"max_missed": 0}))
         self.still = still
-        self.still_tubes = TubeBuilder(self.config.tubes.model_copy(update={"max_missed": 0, "max_tracks": max(still, 1)}))
+        self.still_tubes = TubeBuilder(self.config.tubes.model_copy(update={"max_missed": 0, "max_tracks": still})) if still else None
         self._still_boxes: list[Box] | None = None
         self.records: list[LabelledWindow] = []
         self._truth: dict[int, tuple[int, list | None]] = {}
@@ -175,7 +178,7 @@ class LabellingSession(Session):
             ]
         else:
             self.gt_tubes.update(seq, [], width, height)
-        if self.still:
+        if self.still_tubes is not None:
             if self._still_boxes is None:  # picked on the first frame, held for the whole clip
                 self._still_boxes = still_boxes(frame.image, self.still, _item_rng(self.item))
             held = self.still_tubes.update(seq, [Detection(b, 0.0) for b in self._still_boxes], width, height)
@@ -271,7 +274,7 @@ def collect_windows(
     fingerprint = network_fingerprint(engine.detector.network, engine.extractor.backbone)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-    columns: list[list[np.ndarray]] = [[], [], [], [], [], []]  # features, labels, owner, from_detector, conf, still
+    feats, labels, owners, from_det, confs, stills = [], [], [], [], [], []
     window, dim = engine.config.tubes.window, engine.bundle.window_dim  # change_cues is fixed by the bundle
     for index, item in enumerate(tqdm(items, desc="windows", unit="item", disable=None if progress is None else not progress)):
         cached = cache_dir / f"{_cache_key(engine, item, fingerprint, still)}.npz" if cache_dir is not None else None
@@ -293,9 +296,18 @@ def collect_windows(
                 partial = cached.with_name(cached.stem + ".partial.npz")
                 np.savez(partial, features=f, labels=l, from_detector=d, detector_conf=c, still=st)
                 partial.replace(cached)
-        for column, values in zip(columns, (f, l, np.full(len(l), index, np.int64), d, c, st)):
-            column.append(values)
-    empty = (np.zeros((0, window, dim), np.float16), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool),
-             np.zeros(0, np.float32), np.zeros(0, bool))
-    f, l, owner, d, c, st = (np.concatenate(column) if column else blank for column, blank in zip(columns, empty))
-    return WindowSet(f, l, owner, d, c, [str(i.path) for i in items], st)
+        feats.append(f)
+        labels.append(l)
+        owners.append(np.full(len(l), index, np.int64))
+        from_det.append(d)
+        confs.append(c)
+        stills.append(st)
+    return WindowSet(
+        np.concatenate(feats) if feats else np.zeros((0, window, dim), np.float16),
+        np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        np.concatenate(owners) if owners else np.zeros(0, np.int64),
+        np.concatenate(from_det) if from_det else np.zeros(0, bool),
+        np.concatenate(confs) if confs else np.zeros(0, np.float32),
+        [str(i.path) for i in items],
+        np.concatenate(stills) if stills else np.zeros(0, bool),
+    )

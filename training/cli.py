@@ -360,9 +360,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-detector-negatives", action="store_true",
                    help="also teach the backbone the detector's boxes on the real training images that miss their smoke "
                    "labels as not-smoke (off by default)")
-    p.add_argument("--still-regions", type=non_negative_int, default=0, metavar="K",
+    p.add_argument("--still-regions", type=non_negative_int, default=4, metavar="K",  # DefaultRecipe.still_regions
                    help="the heads also learn from K regions of each training clip held still for the whole clip "
-                   "(train verifier --still-regions; default 0, as the shipped heads)")
+                   "(train verifier --still-regions; 0 turns it off; default %(default)s, as the shipped heads)")
     p.add_argument("--shared-validation", action="store_true",
                    help="backbone and heads validate on the training clips the detector validated on, so the heads' "
                    "validation figure and early stopping read clips no stage learnt from (off by default, as the shipped bundle)")

@@ -344,10 +344,11 @@ class DefaultRecipe:
     # optionally the detector's false positives on the real training images as backbone negatives
     # (BackboneOptions.real_detector_negatives), beside those on synthetic frames.
     real_detector_negatives: bool = False
-    # optionally this many regions of each training clip held still for the whole clip, as more
-    # head windows (HeadTrainingOptions.still_regions): the pale near-field things and the fog over
-    # near objects that the heads took for smoke on real footage are never proposed in training.
-    still_regions: int = 0
+    # this many regions of each training clip held still for the whole clip, as more head windows
+    # (HeadTrainingOptions.still_regions): the pale near-field things and the fog over near objects
+    # that the heads took for smoke on real footage are never proposed in training. 4 since
+    # 2026-12-04, as the shipped heads: 86.89 / 98.91 held out against 83.87 / 95.65 (training/EXPERIMENTS.md).
+    still_regions: int = 4
     # optionally a detector trained before (a bundle folder, e.g. one `smokewatch train detector
     # --finetune` wrote) instead of the detector stage: the later stages then learn around it. Its
     # own provenance, which says how it was trained, goes into the new bundle.

@@ -400,3 +400,13 @@ def test_train_verifier_still_regions_records_them(synth_dir, tmp_path, capsys):
     assert record["options"]["still_regions"] == 3
     windows = record["heads"]["gru"]["windows"]
     assert windows["train"]["still_windows"] + windows["val"]["still_windows"] > 0
+
+
+def test_train_default_cli_defaults_are_the_recipe_the_shipped_bundle_was_built_with():
+    """`smokewatch train default` with no flags must rebuild the shipped recipe; the parser writes
+    its defaults by hand to keep --help fast (no torch import), so they are checked here."""
+    from service.cli import build_parser
+    from training.recipe import DefaultRecipe
+
+    args = build_parser().parse_args(["train", "default"])
+    assert args.still_regions == DefaultRecipe.still_regions == 4

@@ -387,6 +387,18 @@ def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic"
     return folder
 
 
+def _saved(bundle: ModelBundle, path: Path) -> ModelBundle:
+    """Save a finished stage and go on with it as read back (half precision, what ships), not with
+    the models this run still holds. Every later stage then learns from the weights a resumed run
+    and the shipped bundle have: on 2026-12-04 a scorer fitted on the held models took threshold
+    0.66 and scored held-out TNR 90.2 with the saved weights, where one fitted on the saved bundle's
+    own traces took 0.77 and scored 96.7; and the heads' window features (cached by the backbone's
+    fingerprint) were computed twice, once per kind of run, so a resumed run trained other heads
+    (training/EXPERIMENTS.md)."""
+    bundle.save(path)
+    return ModelBundle.load(path)
+
+
 def _stage_done(path: Path, section: str, wanted: dict) -> ModelBundle | None:
     """A bundle saved by a finished stage, if its recorded settings match `wanted`."""
     if not (path / "metadata.json").is_file():
@@ -503,7 +515,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
                              recipe.seed, frames_per_clip=recipe.frames_per_clip, max_real=recipe.max_real, progress=progress)
         bundle.metadata.provenance["detector"]["inputs"] = inputs
-        bundle.save(det_path)
+        bundle = _saved(bundle, det_path)
 
     learn_from = [train_dir]  # the clips the backbone and the heads learn from
     if recipe.finetune_epochs:
@@ -522,7 +534,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
                                  recipe.finetune_hours, recipe.seed, frames_per_clip=recipe.frames_per_clip,
                                  max_real=recipe.max_real, progress=progress, finetune=True)
             bundle.metadata.provenance["detector_finetune"].update({"inputs": wanted["inputs"], "base": wanted["base"]})
-            bundle.save(ft_path)
+            bundle = _saved(bundle, ft_path)
         learn_from.append(lookout_dir)
         inputs = wanted["inputs"]
 
@@ -547,7 +559,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         bundle = _default_architecture(bundle)
         train_backbone_stage(bundle, learn_from, recipe.real, options, progress)
         bundle.metadata.provenance["extractor"]["inputs"] = inputs
-        bundle.save(ext_path)
+        bundle = _saved(bundle, ext_path)
 
     # a resumed stage brings the config it was saved with
     bundle.config = default_config().with_overrides({"extractor.change_cues": recipe.change_cues})
@@ -558,12 +570,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         head_data.append(_synth(work / "synth-heads", recipe.head_clips, recipe.head_seed, progress))
     _log(f"verifier heads: computing window features and training the six heads on {len(head_data)} sets of clips")
     train_verifier_stage(bundle, head_data, list(HEAD_NAMES), options, progress)
-    bundle.save(work / "bundle-heads")
-    # The rule and the track scorer are fitted on traces of the bundle as it ships (read back, half
-    # precision), not of the models this run still holds: on 2026-12-04 the scorer fitted on the held
-    # models took threshold 0.66 and scored held-out TNR 90.2 with the saved weights, where one fitted
-    # on the saved bundle's own traces took 0.77 and scored 96.7 (training/EXPERIMENTS.md).
-    bundle = ModelBundle.load(work / "bundle-heads")
+    bundle = _saved(bundle, work / "bundle-heads")
 
     from pipeline.engine import Engine
 

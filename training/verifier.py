@@ -231,6 +231,10 @@ def train_heads(
     reports = {}
     for name in heads:
         spec = HeadSpec.from_config(bundle.config.verifier, bundle.window_dim, name)
+        # a head's first weights come from the seed, not from whatever the stages before drew: a
+        # resumed `train default` (detector and backbone read from disk) trained other heads than a
+        # fresh run on the same windows until 2026-12-04
+        torch.manual_seed(options.seed)
         head, report = fit_head(build_head(spec), train, val, options, progress)
         report.windows = {"train": train.summary(), "val": val.summary()}
         bundle.heads[name] = head

@@ -112,6 +112,7 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
 
     stages = [tmp_path / "work" / name / "metadata.json" for name in ("bundle-det", "bundle-ext")]
     saved = [path.stat().st_mtime_ns for path in stages]
+    windows = sorted((tmp_path / "work" / "window-cache").iterdir())
     # The bundle in place is judged by scoring it again, not by the figures it carries (which may
     # come from other clips, or be missing): without any, it must still win the tie.
     recorded = json.loads((tmp_path / "out" / "metadata.json").read_text())
@@ -120,6 +121,8 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     shipped = (tmp_path / "out" / "metadata.json").read_bytes()
     second = train_default(recipe, progress=False)  # same seeds, so the same scores: not better
     assert [path.stat().st_mtime_ns for path in stages] == saved
+    # the heads learnt from the saved backbone in both runs, so the resumed run read every window back
+    assert sorted((tmp_path / "work" / "window-cache").iterdir()) == windows
     assert not second["replaced"] and (tmp_path / "work" / "bundle-candidate" / "metadata.json").is_file()
     assert (tmp_path / "out" / "metadata.json").read_bytes() == shipped
     # beside the verdict, the paired interval of new minus existing F1 on the same held-out clips

@@ -271,6 +271,13 @@ class MotionConfig(StrictModel):
         "of the picture does not raise, so a faint plume elsewhere still stands out.",
     )
     min_area: int = Field(4, ge=1, description="Smallest changed region, in pixels at the comparison width.")
+    edge_shift: float = Field(
+        0.0,
+        ge=0.0,
+        description="Camera shake, in pixels at the comparison width, whose change along the background's edges is not "
+        "counted: a pixel must change by more than this times the background's gradient there (a shaking ridge line "
+        "otherwise joins a young plume at its foot into one wide region). 0 counts every change.",
+    )
     max_cover: float = Field(
         0.25, gt=0.0, le=1.0, description="If more of the frame than this changed (light, exposure), propose nothing."
     )

@@ -50,7 +50,10 @@ class MotionProposer:
             self._settling -= 1
             return []
         level = max(cfg.min_diff, _usual_change(diff, cfg.spread, cfg.sigmas))
-        mask = (diff >= level).astype(np.uint8)
+        mask = diff >= level
+        if cfg.edge_shift > 0:
+            mask &= diff > cfg.edge_shift * _gradient(self._background)
+        mask = mask.astype(np.uint8)
         if mask.mean() > cfg.max_cover:  # the whole picture changed: light, exposure, a moving camera
             return []
         # join nearby changed pixels into regions, but judge a region by its changed pixels alone
@@ -70,6 +73,13 @@ class MotionProposer:
             conf = cfg.conf * min(1.0, strength / 64.0)
             out.append(Detection(Box(x / scale, y / scale, (x + bw) / scale, (y + bh) / scale), max(conf, 1e-3)))
         return out
+
+
+def _gradient(image: np.ndarray) -> np.ndarray:
+    """Grey levels per pixel of slope: what a shift of one pixel changes at each point."""
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return cv2.magnitude(gx, gy)
 
 
 MAD_TO_STD = 1.4826  # a normal distribution's standard deviation in median absolute deviations

@@ -234,6 +234,8 @@ def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str, stil
     }
     if cfg.motion.spread == "std":  # as before the choice existed: windows cached then stay valid
         del record["config"]["motion"]["spread"]
+    if not cfg.motion.edge_shift:  # likewise for windows cached before edge_shift existed
+        del record["config"]["motion"]["edge_shift"]
     if cfg.extractor.change_cues:  # only then: windows cached without cues stay valid
         record["cues_version"] = CUES_VERSION
     if still:  # only then: windows cached without still tubes stay valid

@@ -93,3 +93,37 @@ def test_a_fog_bank_rolling_over_part_of_the_picture_does_not_hide_a_faint_plume
 
     assert plume_found("std") == 0
     assert plume_found("mad") >= 7  # in the others the fog's four pieces take every place (max_boxes)
+
+
+def test_a_swaying_camera_does_not_turn_the_ridge_into_candidates_with_edge_shift():
+    """A mast that sways by a pixel changes the picture along every edge of the background: the
+    ridge's texture is proposed beside the plume and, on held-out synthetic clips, a ridge line
+    joined a young plume at its foot into one region many times its size. `edge_shift` counts a
+    pixel only where its change exceeds what that much sway explains there."""
+    rng = np.random.default_rng(3)
+    columns = np.arange(340)
+    ridge = (110 + 8 * np.sin(columns / 23.0) + 4 * np.sin(columns / 7.0)).astype(int)
+    texture = cv2.GaussianBlur(rng.integers(40, 120, (200, 340)).astype(np.float32), (0, 0), 1.0)
+    scene = np.full((200, 340, 3), 175, np.float32)  # sky
+    for x in columns:
+        scene[ridge[x] :, x, :] = texture[ridge[x] :, x, None]
+    plume = Box(160, 70, 176, 110)
+
+    def frame(t: int) -> np.ndarray:
+        image = np.roll(scene, t % 2, axis=1)[:, 10:330].copy()  # one pixel to and fro
+        height = min(40, 6 + 3 * t)
+        image[110 - height : 110, 160:176] += 2.5 * t  # a plume thickening above the ridge
+        return np.clip(image, 0, 255).astype(np.uint8)
+
+    def run(edge_shift: float) -> tuple[int, int]:
+        proposer = MotionProposer(MotionConfig(enabled=True, edge_shift=edge_shift))
+        on_plume = elsewhere = 0
+        for t in range(14):
+            found = proposer.propose(frame(t))
+            on_plume += any(f.box.intersection(plume) > 0 for f in found)
+            elsewhere += sum(f.box.intersection(plume) == 0 for f in found)
+        return on_plume, elsewhere
+
+    assert run(0.0)[1] >= 10, "without it, the swaying ridge is proposed"
+    on_plume, elsewhere = run(1.0)
+    assert elsewhere == 0 and on_plume >= 10

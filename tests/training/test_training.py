@@ -134,8 +134,9 @@ def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retra
     after = [windows._cache_key(engine, item, "same networks") for engine in engines]
     assert after[0] != before[0] and after[1] == before[1]
     # motion proposals measured another way give other windows
-    mad = Engine(plain, heads=[], config=plain.config.with_overrides({"motion.spread": "mad"}))
-    assert windows._cache_key(mad, item, "same networks") != after[1]
+    for change in ({"motion.spread": "mad"}, {"motion.edge_shift": 1.0}):
+        other = Engine(plain, heads=[], config=plain.config.with_overrides(change))
+        assert windows._cache_key(other, item, "same networks") != after[1], change
 
 
 def test_heads_retrained_on_a_bundle_with_a_track_scorer_leave_it_deciding_by_the_rule(synth_dir, tmp_path, capsys):

@@ -126,8 +126,10 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         scores = evaluate_detector(detector, images, args.threshold, progress=None if not args.quiet else False)
         print(json.dumps({"data": str(target.path), "model": str(bundle.path), **scores.to_json()}, indent=2))
         return 0
-    if not args.data or not args.out:
-        raise ConfigError("train detector needs --data DIR (one or more) and --out BUNDLE_DIR (or --eval DIR)")
+    if args.adopt:
+        return _adopt_detector(args)
+    if not args.data or not (args.out or args.pack):
+        raise ConfigError("train detector needs --data DIR (one or more) and --out BUNDLE_DIR or --pack FILE (or --eval DIR)")
     from training.recipe import train_detector_stage
 
     if args.finetune and not args.model:
@@ -139,12 +141,40 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     if overrides:
         bundle.config = bundle.config.with_overrides(overrides)
     manifests, real = _split_data(args.data)
-    work = Path(args.work or Path(args.out).with_name(Path(args.out).name + "-work"))
+    target = Path(args.pack or args.out)
+    work = Path(args.work or target.with_name(target.name + "-work"))
+    if args.pack:
+        from training.detector_job import PackOptions, pack_detector_job
+
+        options = PackOptions(frames_per_clip=args.frames_per_clip, max_real=args.max_real, seed=args.seed)
+        job = pack_detector_job(bundle, manifests, real, work, target, options, finetune=args.finetune,
+                                progress=None if not args.quiet else False)
+        size = target.stat().st_size / 2**20
+        print(json.dumps({"job": str(target), "MiB": round(size, 1), "data": job["data"],
+                          "next": f"python -m training.detector_job run {target.name} OUT (where torch and ultralytics are), "
+                                  "then smokewatch train detector --adopt OUT --model BUNDLE --out BUNDLE"}, indent=2))
+        return 0
     record = train_detector_stage(bundle, manifests, real, work, args.epochs, args.hours, args.seed,
                                   frames_per_clip=args.frames_per_clip, max_real=args.max_real,
                                   progress=None if not args.quiet else False, finetune=args.finetune)
     bundle.save(args.out)
     print(json.dumps({"bundle": str(args.out), "detector_finetune" if args.finetune else "detector": record}, indent=2, default=str))
+    return 0
+
+
+def _adopt_detector(args: argparse.Namespace) -> int:
+    """`train detector --adopt DIR`: a detector trained elsewhere from a --pack job goes into a bundle."""
+    from training.detector_job import adopt_detector_job
+
+    if not args.model or not args.out:
+        raise ConfigError("--adopt puts a trained job's detector into a bundle: name it with --model BUNDLE and --out BUNDLE")
+    bundle = _load_or_create(args.model)
+    try:
+        record = adopt_detector_job(bundle, Path(args.adopt))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    bundle.save(args.out)
+    print(json.dumps({"bundle": str(args.out), "detector": {k: record.get(k) for k in ("started_from", "epochs_run", "machine", "ultralytics_val_best")}}, indent=2))
     return 0
 
 
@@ -268,6 +298,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune", action="store_true", help="continue from the --model bundle's detector weights instead of starting from scratch")
     p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of training")
     p.add_argument("--threshold", type=probability, default=0.25, help="operating confidence for image-level precision/recall (default 0.25)")
+    p.add_argument("--pack", metavar="FILE",
+                   help="instead of training, write the dataset (shrunk to the detector's input size) and start weights into "
+                   "FILE (.tgz) for `python -m training.detector_job run` on a GPU machine with only torch and ultralytics")
+    p.add_argument("--adopt", metavar="DIR",
+                   help="put the detector a --pack job trained (DIR: its detector.pt and result.json) into the --model bundle, "
+                   "written to --out")
     p.add_argument("--device", help="device for --eval (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_detector)

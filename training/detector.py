@@ -26,6 +26,7 @@ from pipeline.errors import SmokewatchError
 from pipeline.yolo_env import prepare_ultralytics
 
 from .datasets import ManifestItem, RealSet, YoloImage, read_manifest, read_yolo_folder
+from .detector_job import best_epoch_metrics, ultralytics_train_args
 from .metrics import BinaryScores, average_precision, binary_scores, match_boxes
 from .splits import DETECTOR_VALIDATION_FRACTION, held_out, split_group
 
@@ -144,29 +145,8 @@ def train_detector(
 
     project = Path(project).resolve()
     model = YOLO(str(resume_from) if resume_from else arch, task="detect")
-    args = dict(
-        data=str(data.data_yaml),
-        epochs=epochs,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        workers=workers,
-        seed=seed,
-        deterministic=False,
-        amp=False,
-        plots=False,
-        pretrained=str(resume_from) if resume_from else False,  # False would drop the start weights
-        project=str(project),
-        name="detector",
-        exist_ok=True,
-        patience=patience,
-        cache="ram",
-        close_mosaic=max(1, min(10, epochs // 4)),
-        warmup_epochs=warmup_epochs,
-        verbose=False,
-    )
-    if hours:
-        args["time"] = hours
+    args = ultralytics_train_args(data.data_yaml, epochs, imgsz, project, batch=batch, device=device, workers=workers, seed=seed,
+                                  patience=patience, start=resume_from, warmup_epochs=warmup_epochs, hours=hours)
     try:
         model.train(**args)
     except (FileNotFoundError, RuntimeError) as exc:
@@ -177,7 +157,7 @@ def train_detector(
         best = run_dir / "weights" / "last.pt"
     network, _ = load_checkpoint(str(best))
     names = network.names if isinstance(network.names, dict) else dict(enumerate(network.names))
-    metrics = _last_metrics(run_dir / "results.csv")
+    metrics = best_epoch_metrics(run_dir / "results.csv")
     return DetectorTraining(network.float().cpu(), {int(k): str(v) for k, v in names.items()}, run_dir, metrics, args)
 
 
@@ -193,20 +173,6 @@ def save_start_checkpoint(network, names: dict[int, str], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "train_args": {"task": "detect"}}, path)
     return path
-
-
-def _last_metrics(csv_path: Path) -> dict[str, float]:
-    if not csv_path.exists():
-        return {}
-    import csv
-
-    with csv_path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    best = max(rows, key=lambda r: float(r.get("metrics/mAP50(B)", 0) or 0))
-    keep = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall", "metrics/mAP50(B)": "mAP50", "epoch": "epoch"}
-    return {name: float(best[k]) for k, name in keep.items() if k in best and best[k] != ""}
 
 
 @dataclass

@@ -324,6 +324,7 @@ def test_detector_fine_tuning_starts_from_the_bundle_weights(synth_dir, tmp_path
     "args, complaint",
     [
         (["train", "detector", "--data", "d", "--out", "o", "--finetune"], "name it with --model BUNDLE"),
+        (["train", "detector", "--adopt", "results", "--out", "o"], "name it with --model BUNDLE and --out BUNDLE"),
         (["train", "default", "--detector-from", "nowhere", "--work", "w", "--out", "o"],
          "model bundle folder not found: nowhere"),
         (["synth", "o", "--style", "drone"], "invalid choice: 'drone' (choose from 'classic', 'lookout')"),

@@ -138,7 +138,7 @@ def train_detector(
     warmup_epochs: float = 3.0,
 ) -> DetectorTraining:
     """Train with ultralytics from the architecture yaml (no pretrained weights exist here), or
-    onward from a checkpoint of our own (`resume_from`, see `save_start_checkpoint`)."""
+    onward from a checkpoint of our own (`resume_from`, see `detector_job.save_start_checkpoint`)."""
     prepare_ultralytics()
     from ultralytics import YOLO
     from ultralytics.nn.tasks import load_checkpoint
@@ -159,20 +159,6 @@ def train_detector(
     names = network.names if isinstance(network.names, dict) else dict(enumerate(network.names))
     metrics = best_epoch_metrics(run_dir / "results.csv")
     return DetectorTraining(network.float().cpu(), {int(k): str(v) for k, v in names.items()}, run_dir, metrics, args)
-
-
-def save_start_checkpoint(network, names: dict[int, str], path: Path) -> Path:
-    """Write a trained detector as a checkpoint ultralytics starts training from (its weights, not
-    its optimiser state: a new run over new data, not a resumed one)."""
-    import copy
-
-    import torch
-
-    model = copy.deepcopy(network).float().cpu()
-    model.names = dict(names)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model, "train_args": {"task": "detect"}}, path)
-    return path
 
 
 @dataclass

@@ -82,6 +82,18 @@ def best_epoch_metrics(csv_path: Path) -> dict[str, float]:
     return {name: float(best[k]) for k, name in keep.items() if k in best and best[k] != ""}
 
 
+def save_start_checkpoint(network, names: dict[int, str], path: Path) -> Path:
+    """Write a trained detector as a checkpoint ultralytics starts training from (its weights, not
+    its optimiser state: a new run over new data, not a resumed one)."""
+    import torch
+
+    model = copy.deepcopy(network).float().cpu()
+    model.names = dict(names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model, "train_args": {"task": "detect"}}, path)
+    return path
+
+
 # --- pack (here) -------------------------------------------------------------------------------
 
 
@@ -175,9 +187,7 @@ def run_detector_job(job_file: Path, out: Path, *, device: str = "0", hours: flo
         blob = torch.load(root / job["start"], map_location="cpu", weights_only=True)
         network = DetectionModel(blob["yaml"], nc=1, verbose=False)  # as pipeline.models.new_detector_network
         network.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-        network.names = {0: "smoke"}
-        start = root / "start-checkpoint.pt"
-        torch.save({"model": network, "train_args": {"task": "detect"}}, start)
+        start = save_start_checkpoint(network, {0: "smoke"}, root / "start-checkpoint.pt")
     model = YOLO(str(start) if start else job["arch"], task="detect")
 
     def save_best(trainer) -> None:

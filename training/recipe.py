@@ -27,7 +27,8 @@ from pipeline.models import fuse_for_inference, resolve_device, smoke_class_inde
 
 from .backbone import BackboneOptions, collect_crops, train_backbone
 from .datasets import RealSet, read_manifest, read_yolo_folder
-from .detector import build_detector_dataset, save_start_checkpoint, train_detector
+from .detector import build_detector_dataset, train_detector
+from .detector_job import save_start_checkpoint
 from .metrics import Interval, f1_difference_interval
 from .scorer import MIN_TNR
 from .splits import detector_split

@@ -221,6 +221,17 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     had_scorer = bundle.scorer is not None
     progress = None if not args.quiet else False
     out: dict = {"bundle": str(args.out)}
+    if args.backbone or args.crop_size:
+        from training.recipe import fresh_architecture
+
+        if args.backbone_epochs == 0:
+            raise ConfigError("--backbone and --crop-size build a new backbone, which needs --backbone-epochs above 0")
+        kept = [h for h in bundle.heads if h not in heads]
+        overrides = {"extractor.backbone": args.backbone, "extractor.input_size": args.crop_size}
+        config = bundle.config.with_overrides({k: v for k, v in overrides.items() if v is not None})
+        bundle = fresh_architecture(bundle, config, heads)
+        if kept:
+            out["heads_dropped"] = kept  # they read the old backbone's features
     if args.change_cues is not None:
         from training.verifier import set_change_cues
 
@@ -279,6 +290,19 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backbone_arguments(p: argparse.ArgumentParser, instead: str) -> None:
+    """--backbone and --crop-size: train another crop-feature network than the bundle's."""
+    from typing import get_args
+
+    from pipeline.config import BackboneName
+
+    p.add_argument("--backbone", choices=get_args(BackboneName),
+                   help=f"train a new backbone of this torchvision architecture from random initialisation, {instead}")
+    p.add_argument("--crop-size", type=positive_int, metavar="PX",
+                   help=f"crop side the new backbone reads, 32 to 512 px (larger sees thin plumes sharper and costs "
+                   f"about (PX/112)^2 times the compute), {instead}")
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train the detector, the backbone and verifier heads, or the default bundle")
     tsub = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
@@ -315,6 +339,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="BUNDLE", help="bundle folder to write")
     p.add_argument("--backbone-epochs", type=non_negative_int, default=4, help="epochs of crop training for the backbone; 0 keeps it as is (default 4)")
     p.add_argument("--epochs", type=positive_int, default=40, help="most epochs per head (early stopping ends sooner)")
+    _add_backbone_arguments(p, "instead of the --model bundle's; its heads not trained here leave the bundle")
     p.add_argument("--change-cues", choices=["on", "off"],
                    help="feed the heads how each region changed over its window beside its crop features "
                    "(default: as the --model bundle has it); heads not retrained here leave the bundle when this changes")
@@ -390,6 +415,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone-weather", action="store_true",
                    help="train the backbone on crops seen through haze, colour casts, blur and noise too (off by default, "
                    "as the shipped backbone)")
+    _add_backbone_arguments(p, "instead of MobileNetV3-small at 112 px (the shipped backbone)")
     p.add_argument("--landmarks", type=probability, default=0.0, metavar="SHARE",
                    help="share of the training clips that also show pale landmarks standing still (synth --landmarks); "
                    "the tuning and held-out clips stay as they are (default 0)")
@@ -445,7 +471,9 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
+        backbone=args.backbone, crop_size=args.crop_size,
     )
+    recipe.config()  # a crop side out of range is said now, not after the synthetic clips are written
     report = train_default(recipe, progress=None if not args.quiet else False)
     print(json.dumps(report, indent=2, default=str))
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from pipeline.bundle import ModelBundle
-from pipeline.config import PipelineConfig
+from pipeline.config import BackboneName, PipelineConfig
 from pipeline.detector import Detector
 from pipeline.models import fuse_for_inference, resolve_device, smoke_class_index
 
@@ -371,6 +371,16 @@ class DefaultRecipe:
     head_epochs: int = 40
     validation: list[Path] | None = None  # real validation folders (never trained on)
     force: bool = False
+    # optionally another backbone architecture or crop side than default_config()'s MobileNetV3-small
+    # at 112 px, e.g. the lecture's resnet50 at 224 where a GPU trains it. The backbone and heads
+    # are then built for it and trained from random initialisation like the default one.
+    backbone: BackboneName | None = None
+    crop_size: int | None = None
+
+    def config(self) -> PipelineConfig:
+        """default_config() with this recipe's backbone and crop side: what every stage builds."""
+        overrides = {"extractor.backbone": self.backbone, "extractor.input_size": self.crop_size}
+        return default_config().with_overrides({k: v for k, v in overrides.items() if v is not None})
 
 
 def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic", landmarks: float = 0.0) -> Path:
@@ -494,6 +504,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
     work = recipe.work
     work.mkdir(parents=True, exist_ok=True)
+    config = recipe.config()
     train_dir = _synth(work / "synth-train", recipe.train_clips, recipe.train_seed, progress, landmarks=recipe.landmarks)
 
     # What a stage learnt from: a finished stage is reused only when these match too.
@@ -501,7 +512,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
               "max_real": recipe.max_real, "real": [f"{r.path.resolve()}:{sorted(r.smoke_classes)}" for r in recipe.real],
               **({"landmarks": recipe.landmarks} if recipe.landmarks else {})}  # stages saved before landmarks still match
     det_path = work / "bundle-det"
-    wanted = {"arch": default_config().detector.arch, "imgsz": default_config().detector.imgsz, "seed": recipe.seed,
+    wanted = {"arch": config.detector.arch, "imgsz": config.detector.imgsz, "seed": recipe.seed,
               "epochs_requested": recipe.detector_epochs, "hours_limit": recipe.detector_hours, "inputs": inputs}
     if recipe.detector_from is not None:
         bundle = ModelBundle.load(recipe.detector_from)
@@ -513,7 +524,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         bundle = None if recipe.force else _stage_done(det_path, "detector", wanted)
         _log(f"detector: reusing {det_path}" if bundle else f"detector: training from scratch (at most {recipe.detector_hours} h)")
     if bundle is None:
-        bundle = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
+        bundle = ModelBundle.create(config, heads=list(HEAD_NAMES), name="smokewatch-default")
         train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
                              recipe.seed, frames_per_clip=recipe.frames_per_clip, max_real=recipe.max_real, progress=progress)
         bundle.metadata.provenance["detector"]["inputs"] = inputs
@@ -541,7 +552,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         inputs = wanted["inputs"]
 
     ext_path = work / "bundle-ext"
-    extractor = default_config().extractor
+    extractor = config.extractor
     # the same clips the detector validated on (trained here, or taken from another bundle)
     split = detector_split(bundle.metadata.provenance, recipe.seed) if recipe.shared_validation else None
     options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
@@ -558,13 +569,13 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     if same_detector:
         bundle = done
     else:
-        bundle = _default_architecture(bundle)
+        bundle = fresh_architecture(bundle, config)
         train_backbone_stage(bundle, learn_from, recipe.real, options, progress)
         bundle.metadata.provenance["extractor"]["inputs"] = inputs
         bundle = _saved(bundle, ext_path)
 
     # a resumed stage brings the config it was saved with
-    bundle.config = default_config().with_overrides({"extractor.change_cues": recipe.change_cues})
+    bundle.config = config.with_overrides({"extractor.change_cues": recipe.change_cues})
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache", split=split,
                                   still_regions=recipe.still_regions)
     head_data = list(learn_from)
@@ -726,14 +737,19 @@ def _region_scores(bundle: ModelBundle, folder: Path, heads: list[str], progress
     return {"data": str(folder), "heads": {name: s.to_json() for name, s in scores.items()}}
 
 
-def _default_architecture(trained: ModelBundle) -> ModelBundle:
-    """A fresh bundle of today's default architecture that carries `trained`'s detector: a
-    detector stage saved when the default backbone was another one keeps only its detector."""
+def fresh_architecture(trained: ModelBundle, config: PipelineConfig, heads: list[str] | None = None) -> ModelBundle:
+    """A fresh bundle of `config`'s backbone and heads that carries `trained`'s detector: a detector
+    stage saved when the default backbone was another one, or a bundle whose backbone is being
+    replaced by another architecture or crop size, keeps only its detector (the old heads read
+    features the new backbone does not make)."""
     from pipeline.config import HEAD_NAMES
 
-    fresh = ModelBundle.create(default_config(), heads=list(HEAD_NAMES), name="smokewatch-default")
+    heads = list(heads or HEAD_NAMES)
+    if config.verifier.head not in heads:
+        config = config.with_overrides({"verifier.head": heads[0]})
+    fresh = ModelBundle.create(config, heads=heads, name=trained.metadata.name)
     fresh.detector, fresh.detector_names = trained.detector, dict(trained.detector_names)
-    for section in ("detector", "detector_finetune"):
+    for section in ("detector", "detector_finetune", "attribution"):  # the detector's data keeps its credit
         if section in trained.metadata.provenance:
             fresh.metadata.provenance[section] = trained.metadata.provenance[section]
     return fresh

@@ -8,8 +8,9 @@ from dataclasses import replace
 from pipeline.bundle import ModelBundle
 from pipeline.config import HEAD_NAMES, PipelineConfig
 from pipeline.cues import CUE_DIM
+from pipeline.errors import ConfigError
 from pipeline.verifier import TABLE_NAMES
-from training.recipe import RealSet, _default_architecture, _stage_done, _synth, default_config
+from training.recipe import DefaultRecipe, RealSet, _stage_done, _synth, default_config, fresh_architecture
 from training.splits import ClipSplit
 
 
@@ -59,12 +60,24 @@ def test_default_config_and_real_set_parsing(tmp_path):
     assert RealSet.parse(str(tmp_path)).smoke_classes == {0}
 
 
+def test_a_recipe_with_another_backbone_builds_every_stage_for_it(tmp_path):
+    """`train default --backbone --crop-size`: the recipe's config is the default one with only the
+    extractor changed, and a crop side the config refuses is said before any work starts."""
+    recipe = DefaultRecipe(out=tmp_path / "out", work=tmp_path / "work", real=[], backbone="resnet18", crop_size=160)
+    config = recipe.config()
+    assert (config.extractor.backbone, config.extractor.input_size) == ("resnet18", 160)
+    assert config.model_copy(update={"extractor": default_config().extractor}) == default_config()
+    assert DefaultRecipe(out=tmp_path, work=tmp_path, real=[]).config() == default_config()
+    with pytest.raises(ConfigError):
+        DefaultRecipe(out=tmp_path, work=tmp_path, real=[], crop_size=4).config()
+
+
 def test_a_detector_stage_from_an_older_default_gets_todays_backbone_and_heads():
     """`train default` resumes from a saved detector stage; when the default backbone has changed
     since, the backbone and heads must be today's, built for its feature size, not the saved ones."""
     old = ModelBundle.create(default_config().with_overrides({"extractor.backbone": "resnet18"}), name="old")
     old.metadata.provenance["detector"] = {"arch": "yolov8n.yaml", "seed": 0}
-    fresh = _default_architecture(old)
+    fresh = fresh_architecture(old, default_config())
     assert fresh.detector is old.detector and fresh.detector_names == old.detector_names
     assert fresh.metadata.provenance["detector"] == {"arch": "yolov8n.yaml", "seed": 0}
     assert fresh.config.extractor == default_config().extractor

@@ -87,6 +87,36 @@ def test_a_backbone_trained_again_says_it_continued_and_keeps_the_earlier_record
     assert second["how"].startswith("continued from the bundle's trained backbone") and second["after"] == first
 
 
+def test_train_verifier_builds_another_backbone_and_keeps_the_detector(synth_dir, tmp_path, capsys):
+    """`--backbone`/`--crop-size` replace the crop-feature network: the detector and its record stay,
+    the heads trained here read the new features, and a head that read the old ones leaves."""
+    from service.cli import main
+
+    torch.manual_seed(0)
+    start = ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru", "lstm"], name="small")
+    start.metadata.provenance["detector"] = {"arch": "yolov8n.yaml", "seed": 7}
+    start.save(tmp_path / "start")
+    args = ["train", "verifier", "--model", str(tmp_path / "start"), "--data", str(synth_dir), "--heads", "gru",
+            "--backbone", "mobilenet_v3_large", "--crop-size", "40", "--epochs", "1", "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "large"), "-q"]
+    assert main([*args, "--backbone-epochs", "0"]) != 0
+    assert "needs --backbone-epochs above 0" in capsys.readouterr().err and not (tmp_path / "large").exists()
+
+    assert main([*args, "--backbone-epochs", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["heads_dropped"] == ["lstm"]
+    bundle, before = ModelBundle.load(tmp_path / "large"), ModelBundle.load(tmp_path / "start")
+    assert (bundle.config.extractor.backbone, bundle.config.extractor.input_size) == ("mobilenet_v3_large", 40)
+    assert list(bundle.heads) == ["gru"] and bundle.heads["gru"].spec.input_dim == bundle.feature_dim == 960
+    record = bundle.metadata.provenance["extractor"]
+    assert (record["backbone"], record["input_size"]) == ("mobilenet_v3_large", 40)
+    assert record["how"].startswith("trained from random initialisation")
+    assert bundle.metadata.provenance["detector"] == {"arch": "yolov8n.yaml", "seed": 7}
+    for name, weights in before.detector.state_dict().items():
+        assert torch.equal(bundle.detector.state_dict()[name], weights), name
+    clip = next(i.path for i in read_manifest(synth_dir) if i.is_smoke)
+    assert Engine(bundle).detect(clip, progress=False).frames_processed == 10
+
+
 def test_train_verifier_switches_change_cues_on_and_drops_heads_it_did_not_retrain(synth_dir, tmp_path, capsys, monkeypatch):
     from pipeline.cues import CUE_DIM
     from service.cli import main

@@ -748,6 +748,7 @@ def fresh_architecture(trained: ModelBundle, config: PipelineConfig, heads: list
     if config.verifier.head not in heads:
         config = config.with_overrides({"verifier.head": heads[0]})
     fresh = ModelBundle.create(config, heads=heads, name=trained.metadata.name)
+    drop_scorer(fresh)  # `trained`'s scorer settings would name a scorer file that read its old heads
     fresh.detector, fresh.detector_names = trained.detector, dict(trained.detector_names)
     for section in ("detector", "detector_finetune", "attribution"):  # the detector's data keeps its credit
         if section in trained.metadata.provenance:

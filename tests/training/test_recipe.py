@@ -72,6 +72,18 @@ def test_a_recipe_with_another_backbone_builds_every_stage_for_it(tmp_path):
         DefaultRecipe(out=tmp_path, work=tmp_path, real=[], crop_size=4).config()
 
 
+def test_a_new_backbone_for_a_bundle_with_a_scorer_saves_a_bundle_that_loads(tmp_path, tiny_config):
+    """`train verifier --model pipeline/bundles/default --crop-size 160`: the shipped config names a
+    track scorer that read the old heads; the new bundle must decide by the rule until one is fitted."""
+    scored = tiny_config.with_overrides({"decision.scorer_threshold": 0.83, "decision.scorer_min_heads": 0.5})
+    old = ModelBundle.create(scored, name="scored")
+    fresh = fresh_architecture(old, old.config.with_overrides({"extractor.input_size": 48}), ["gru"])
+    assert fresh.config.decision.scorer_threshold is None and fresh.config.decision.scorer_min_heads is None
+    fresh.save(tmp_path / "fresh")
+    loaded = ModelBundle.load(tmp_path / "fresh")
+    assert loaded.scorer is None and loaded.config.extractor.input_size == 48 and list(loaded.heads) == ["gru"]
+
+
 def test_a_detector_stage_from_an_older_default_gets_todays_backbone_and_heads():
     """`train default` resumes from a saved detector stage; when the default backbone has changed
     since, the backbone and heads must be today's, built for its feature size, not the saved ones."""

@@ -72,15 +72,12 @@ def _load_or_create(model: str | None, heads: list[str] | None = None):
     from pipeline.bundle import ModelBundle
     from pipeline.config import HEAD_NAMES
 
-    from training.recipe import default_config
+    from training.recipe import deciding_among, default_config
 
     if model:
         return ModelBundle.load(model)
     heads = heads or list(HEAD_NAMES)
-    config = default_config()
-    if config.verifier.head not in heads:
-        config = config.with_overrides({"verifier.head": heads[0]})
-    return ModelBundle.create(config, heads=heads, name="smokewatch-custom")
+    return ModelBundle.create(deciding_among(default_config(), heads), heads=heads, name="smokewatch-custom")
 
 
 def _split_data(values: list[str]):
@@ -222,14 +219,12 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     progress = None if not args.quiet else False
     out: dict = {"bundle": str(args.out)}
     if args.backbone or args.crop_size:
-        from training.recipe import fresh_architecture
+        from training.recipe import fresh_architecture, with_backbone
 
         if args.backbone_epochs == 0:
             raise ConfigError("--backbone and --crop-size build a new backbone, which needs --backbone-epochs above 0")
         kept = [h for h in bundle.heads if h not in heads]
-        overrides = {"extractor.backbone": args.backbone, "extractor.input_size": args.crop_size}
-        config = bundle.config.with_overrides({k: v for k, v in overrides.items() if v is not None})
-        bundle = fresh_architecture(bundle, config, heads)
+        bundle = fresh_architecture(bundle, with_backbone(bundle.config, args.backbone, args.crop_size), heads)
         if kept:
             out["heads_dropped"] = kept  # they read the old backbone's features
     if args.change_cues is not None:

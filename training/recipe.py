@@ -379,8 +379,18 @@ class DefaultRecipe:
 
     def config(self) -> PipelineConfig:
         """default_config() with this recipe's backbone and crop side: what every stage builds."""
-        overrides = {"extractor.backbone": self.backbone, "extractor.input_size": self.crop_size}
-        return default_config().with_overrides({k: v for k, v in overrides.items() if v is not None})
+        return with_backbone(default_config(), self.backbone, self.crop_size)
+
+
+def with_backbone(config: PipelineConfig, backbone: str | None, crop_size: int | None) -> PipelineConfig:
+    """`config` with another backbone architecture and/or crop side; None keeps its own."""
+    overrides = {"extractor.backbone": backbone, "extractor.input_size": crop_size}
+    return config.with_overrides({k: v for k, v in overrides.items() if v is not None})
+
+
+def deciding_among(config: PipelineConfig, heads: list[str]) -> PipelineConfig:
+    """`config`, deciding by its configured head when it is among `heads`, else by the first of them."""
+    return config if config.verifier.head in heads else config.with_overrides({"verifier.head": heads[0]})
 
 
 def _synth(folder: Path, clips: int, seed: int, progress, style: str = "classic", landmarks: float = 0.0) -> Path:
@@ -745,9 +755,7 @@ def fresh_architecture(trained: ModelBundle, config: PipelineConfig, heads: list
     from pipeline.config import HEAD_NAMES
 
     heads = list(heads or HEAD_NAMES)
-    if config.verifier.head not in heads:
-        config = config.with_overrides({"verifier.head": heads[0]})
-    fresh = ModelBundle.create(config, heads=heads, name=trained.metadata.name)
+    fresh = ModelBundle.create(deciding_among(config, heads), heads=heads, name=trained.metadata.name)
     drop_scorer(fresh)  # `trained`'s scorer settings would name a scorer file that read its old heads
     fresh.detector, fresh.detector_names = trained.detector, dict(trained.detector_names)
     for section in ("detector", "detector_finetune", "attribution"):  # the detector's data keeps its credit

@@ -13,6 +13,7 @@ A bundle's exported files are written by :func:`pipeline.export.export_onnx`, wh
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,25 @@ if TYPE_CHECKING:
 
 ONNX_FILES = {"detector": "detector.onnx", "extractor": "extractor.onnx"}
 EXPORT_RECORD = "onnx_export"  # key in metadata.json's provenance
+
+
+def member_onnx_file(member: str) -> str:
+    """Where an ensemble member's exported backbone lives in a bundle."""
+    return f"ensemble/{member}/extractor.onnx"
+
+
+def exported_files(bundle: "ModelBundle") -> list[str]:
+    """Every file an ONNX export of this bundle writes: detector, backbone, each member's backbone."""
+    return [*ONNX_FILES.values(), *(member_onnx_file(m.name) for m in bundle.config.ensemble)]
+
+
+@dataclass(frozen=True)
+class OnnxNetworks:
+    """A bundle's exported networks: the detector, the main backbone and each ensemble member's."""
+
+    detector: "OnnxNetwork"
+    extractor: "OnnxNetwork"
+    members: dict[str, "OnnxNetwork"]
 
 
 class OnnxNetwork(torch.nn.Module):
@@ -90,13 +110,13 @@ def export_record(bundle: "ModelBundle") -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def onnx_networks(bundle: "ModelBundle", device: torch.device) -> tuple[OnnxNetwork, OnnxNetwork]:
-    """The bundle's exported detector and backbone, checked against the weights they were made from."""
+def onnx_networks(bundle: "ModelBundle", device: torch.device) -> OnnxNetworks:
+    """The bundle's exported detector and backbones, checked against the weights they were made from."""
     hint = "run `smokewatch export --model {path} --format onnx` first"
     if bundle.path is None:
         raise BundleError("the ONNX backend runs models exported into a saved bundle folder; save the bundle and export it")
     path = bundle.path
-    missing = [name for name in ONNX_FILES.values() if not (path / name).is_file()]
+    missing = [name for name in exported_files(bundle) if not (path / name).is_file()]
     record = export_record(bundle)
     if missing or not record:
         raise BundleError(
@@ -108,7 +128,7 @@ def onnx_networks(bundle: "ModelBundle", device: torch.device) -> tuple[OnnxNetw
     if not made_from or made_from != current:
         raise BundleError(f"the ONNX models in {path} were exported from other weights than the bundle now holds: " + hint.format(path=path))
     hashes = record.get("files", {})
-    for name in ONNX_FILES.values():
+    for name in exported_files(bundle):
         # ModelBundle.load verified the files metadata.json lists; check any it did not.
         if name not in bundle.metadata.files and _sha256(path / name) != hashes.get(name):
             raise BundleError(f"bundle {path}: {name} does not match the hash recorded at export: " + hint.format(path=path))
@@ -116,5 +136,8 @@ def onnx_networks(bundle: "ModelBundle", device: torch.device) -> tuple[OnnxNetw
     detector = OnnxNetwork(
         path / ONNX_FILES["detector"], device, threads, end2end=bool(record.get("end2end", False)), sha256=hashes.get(ONNX_FILES["detector"], "")
     )
-    extractor = OnnxNetwork(path / ONNX_FILES["extractor"], device, threads, sha256=hashes.get(ONNX_FILES["extractor"], ""))
-    return detector, extractor
+    def backbone(rel: str) -> OnnxNetwork:
+        return OnnxNetwork(path / rel, device, threads, sha256=hashes.get(rel, ""))
+
+    members = {m.name: backbone(member_onnx_file(m.name)) for m in bundle.config.ensemble}
+    return OnnxNetworks(detector, backbone(ONNX_FILES["extractor"]), members)

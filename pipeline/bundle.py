@@ -4,6 +4,8 @@
     detector.pt          detector architecture (as a dict), class names, weights
     extractor.pt         backbone name and weights
     heads/<name>.pt      one file per verifier head, each with the spec that rebuilds it
+    ensemble/<member>/   extractor.pt and heads/ of each further crop-feature network
+                         (config.ensemble; its heads are named <member>/<head> in memory)
     decision/track_scorer.json   the learned decision over region histories (optional; pipeline.scorer)
     metadata.json        format version, provenance, metrics, parameter counts, file hashes
 
@@ -26,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from . import __version__
-from .config import HEAD_NAMES, PipelineConfig, dump_config, load_config
+from .config import HEAD_NAMES, EnsembleMember, ExtractorConfig, PipelineConfig, dump_config, head_member, load_config
 from .cues import cue_dim
-from .errors import BundleError, SmokewatchError
+from .errors import BundleError, ConfigError, SmokewatchError
 from .models import build_backbone, build_detector_network, detector_state, load_detector_weights
 from .scorer import SCORER_FILE, TrackScorer
 from .verifier import HeadSpec, RecurrentHead, build_head, count_parameters
@@ -60,6 +62,34 @@ class BundleMetadata(BaseModel):
     files: dict[str, str] = Field(default_factory=dict, description="sha256 of every weight file, by relative path.")
 
 
+@dataclass(frozen=True)
+class MemberNetwork:
+    """The backbone of one ensemble member (config.ensemble) and the length of its feature vector."""
+
+    backbone: nn.Module
+    feature_dim: int
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One crop-feature network of a bundle: the main extractor (member None) or an ensemble member."""
+
+    member: str | None
+    config: ExtractorConfig
+    backbone: nn.Module
+    feature_dim: int
+
+    @property
+    def window_dim(self) -> int:
+        """Length of each frame's vector in a window its heads read: backbone features, then cues."""
+        return self.feature_dim + cue_dim(self.config.change_cues)
+
+
+def _head_order(name: str, members: list[str]) -> tuple[int, int]:
+    member, head = head_member(name)
+    return (0 if member is None else 1 + members.index(member), HEAD_NAMES.index(head))
+
+
 @dataclass
 class ModelBundle:
     """Networks plus their config and metadata, in memory. Networks are on the CPU in float32."""
@@ -73,6 +103,7 @@ class ModelBundle:
     metadata: BundleMetadata = field(default_factory=BundleMetadata)
     path: Path | None = None
     scorer: TrackScorer | None = None
+    members: dict[str, MemberNetwork] = field(default_factory=dict)  # by config.ensemble name
 
     @classmethod
     def create(cls, config: PipelineConfig, heads: list[str] | None = None, **metadata: Any) -> "ModelBundle":
@@ -83,7 +114,8 @@ class ModelBundle:
         head_names = heads or [config.verifier.head]
         window_dim = backbone.dim + cue_dim(config.extractor.change_cues)
         built = {name: build_head(HeadSpec.from_config(config.verifier, window_dim, name)) for name in head_names}
-        clean = config.model_copy(update={"detector": config.detector.model_copy(update={"weights": None})})
+        # a new bundle has no ensemble members: they are added trained (add_member)
+        clean = config.model_copy(update={"detector": config.detector.model_copy(update={"weights": None}), "ensemble": []})
         return cls(clean, detector.network, detector.names, backbone.module, backbone.dim, built, BundleMetadata(**metadata))
 
     @property
@@ -95,19 +127,57 @@ class ModelBundle:
     def primary_head(self) -> str:
         return self.config.verifier.head
 
+    def feature_sources(self) -> list[FeatureSource]:
+        """The main extractor, then each ensemble member, in config order."""
+        sources = [FeatureSource(None, self.config.extractor, self.backbone, self.feature_dim)]
+        for member in self.config.ensemble:
+            net = self.members[member.name]
+            sources.append(FeatureSource(member.name, member.extractor, net.backbone, net.feature_dim))
+        return sources
+
+    def add_member(self, name: str, other: "ModelBundle") -> list[str]:
+        """Take `other`'s backbone and heads in as ensemble member `name`; returns the heads added.
+
+        The member's heads read windows cut by this bundle's tubes, so both must cut windows of the
+        same length; `other`'s detector, scorer and settings are not taken (it is run on this
+        bundle's regions). A track scorer fitted afterwards (train decision) reads them."""
+        if other.config.ensemble:
+            raise BundleError("the bundle to add is itself an ensemble; add its members one by one")
+        if not other.heads:
+            raise BundleError("the bundle to add has no heads")
+        if other.config.tubes.window != self.config.tubes.window:
+            raise BundleError(
+                f"the bundle to add reads windows of {other.config.tubes.window} frames, this one "
+                f"{self.config.tubes.window}: its heads would not fit this bundle's windows"
+            )
+        try:  # the name's pattern, and a name not already taken
+            member = EnsembleMember(name=name, extractor=other.config.extractor)
+            data = self.config.model_dump()
+            data["ensemble"] = [*data["ensemble"], member.model_dump()]
+            config = PipelineConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"ensemble member '{name}': {exc.errors()[0]['msg']}") from None
+        self.config = config
+        self.members[name] = MemberNetwork(other.backbone, other.feature_dim)
+        added = [f"{name}/{head}" for head in other.heads]
+        self.heads.update({f"{name}/{head}": module for head, module in other.heads.items()})
+        return added
+
     def parameter_counts(self) -> dict[str, int]:
         counts = {"detector": count_parameters(self.detector), "extractor": count_parameters(self.backbone)}
+        counts.update({f"extractor:{name}": count_parameters(net.backbone) for name, net in self.members.items()})
         counts.update({f"head:{name}": count_parameters(head) for name, head in self.heads.items()})
         return counts
 
     def describe(self) -> dict[str, str]:
         """Names of the three stages, as reported in results."""
         ex = self.config.extractor
+        members = "".join(f" + {m.name}: {m.extractor.backbone}@{m.extractor.input_size}" for m in self.config.ensemble)
         return {
             "detector": Path(str(self.detector.yaml.get("yaml_file", self.config.detector.arch))).stem
             if hasattr(self.detector, "yaml")
             else self.config.detector.arch,
-            "extractor": f"{ex.backbone}@{ex.input_size}",
+            "extractor": f"{ex.backbone}@{ex.input_size}{members}",
             "verifier": self.primary_head,
             "bundle": self.metadata.name,
         }
@@ -138,9 +208,16 @@ class ModelBundle:
                 "state_dict": _tensors(self.backbone, half),
             },
         )
+        for member in self.config.ensemble:
+            rel = f"ensemble/{member.name}/extractor.pt"
+            (staging / rel).parent.joinpath("heads").mkdir(parents=True)
+            net = self.members[member.name]
+            files[rel] = _save(staging / rel, {"format": EXTRACTOR_FORMAT, "backbone": member.extractor.backbone,
+                                               "dim": net.feature_dim, "state_dict": _tensors(net.backbone, half)})
         for name, head in self.heads.items():
-            files[f"heads/{name}.pt"] = _save(
-                staging / "heads" / f"{name}.pt",
+            rel = _head_file(name)
+            files[rel] = _save(
+                staging / rel,
                 {"format": HEAD_FORMAT, "spec": head.spec.model_dump(), "state_dict": _tensors(head, half)},
             )
         if self.scorer is not None:
@@ -149,7 +226,9 @@ class ModelBundle:
         if path.is_dir():
             for old in path.rglob("*"):
                 rel = old.relative_to(path).as_posix()
-                owned = rel in ("config.yaml", "metadata.json", SCORER_FILE) or rel.startswith("heads/") or rel in files
+                # a member's exported backbone (ensemble/NAME/extractor.onnx) is carried like the main export
+                weights = rel.startswith("heads/") or (rel.startswith("ensemble/") and rel.endswith(".pt"))
+                owned = rel in ("config.yaml", "metadata.json", SCORER_FILE) or weights or rel in files
                 if old.is_file() and not owned:
                     (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(old, staging / rel)
@@ -199,20 +278,19 @@ class ModelBundle:
             _verify_hashes(path, metadata)
 
         detector = load_detector_weights(path / "detector.pt")
-        ex = _load(path / "extractor.pt", EXTRACTOR_FORMAT)
-        if ex["backbone"] != config.extractor.backbone:
-            raise BundleError(
-                f"bundle {path}: extractor.pt holds a {ex['backbone']} but config.yaml asks for "
-                f"{config.extractor.backbone}"
-            )
-        built = build_backbone(config.extractor, load_weights=False)
-        backbone, dim = built.module, built.dim
-        _load_state(backbone, ex["state_dict"], path / "extractor.pt")
+        backbone, dim = _load_backbone(path, "extractor.pt", config.extractor)
+        members = {m.name: MemberNetwork(*_load_backbone(path, f"ensemble/{m.name}/extractor.pt", m.extractor))
+                   for m in config.ensemble}
+        sources = {None: (config.extractor, dim), **{m.name: (m.extractor, members[m.name].feature_dim) for m in config.ensemble}}
 
         scorer = TrackScorer.load(path / SCORER_FILE) if (path / SCORER_FILE).is_file() else None
         if config.decision.scorer_threshold is not None and scorer is None:
             raise BundleError(f"bundle {path}: config.yaml sets decision.scorer_threshold but {SCORER_FILE} is missing")
-        available = sorted(p.stem for p in (path / "heads").glob("*.pt")) if (path / "heads").is_dir() else []
+        available = [p.stem for p in (path / "heads").glob("*.pt")] if (path / "heads").is_dir() else []
+        for m in config.ensemble:
+            available += [f"{m.name}/{p.stem}" for p in (path / "ensemble" / m.name / "heads").glob("*.pt")]
+        order = [m.name for m in config.ensemble]
+        available = sorted((h for h in available if head_member(h)[1] in HEAD_NAMES), key=lambda h: _head_order(h, order))
         wanted = heads or available
         if heads and scorer is not None and config.decision.scorer_threshold is not None:
             wanted = list(dict.fromkeys([*heads, *scorer.heads]))  # the scorer reads these heads too
@@ -227,21 +305,39 @@ class ModelBundle:
                 f"{', '.join(available) or 'nothing'}"
             )
         loaded: dict[str, RecurrentHead] = {}
-        for name in sorted(wanted, key=HEAD_NAMES.index):
-            blob = _load(path / "heads" / f"{name}.pt", HEAD_FORMAT)
+        for name in sorted(wanted, key=lambda h: _head_order(h, order)):
+            file = path / _head_file(name)
+            blob = _load(file, HEAD_FORMAT)
             spec = HeadSpec.model_validate(blob["spec"])
-            cues = cue_dim(config.extractor.change_cues)
-            if spec.input_dim != dim + cues:
+            extractor, width = sources[head_member(name)[0]]
+            cues = cue_dim(extractor.change_cues)
+            if spec.input_dim != width + cues:
                 raise BundleError(
                     f"bundle {path}: head {name} expects {spec.input_dim}-value features but the "
-                    f"{config.extractor.backbone} extractor gives {dim}"
+                    f"{extractor.backbone} extractor gives {width}"
                     + (f" plus {cues} change cues" if cues else "")
                     + " (was the head trained with extractor.change_cues set otherwise?)"
                 )
             head = build_head(spec)
-            _load_state(head, blob["state_dict"], path / "heads" / f"{name}.pt")
+            _load_state(head, blob["state_dict"], file)
             loaded[name] = head.eval()
-        return cls(config, detector.network.eval(), detector.names, backbone, dim, loaded, metadata, path, scorer)
+        return cls(config, detector.network.eval(), detector.names, backbone, dim, loaded, metadata, path, scorer, members)
+
+
+def _head_file(name: str) -> str:
+    """Where a head's weights live in a bundle: heads/gru.pt, or ensemble/c160/heads/gru.pt for a member's."""
+    member, head = head_member(name)
+    return f"heads/{head}.pt" if member is None else f"ensemble/{member}/heads/{head}.pt"
+
+
+def _load_backbone(path: Path, rel: str, config: ExtractorConfig) -> tuple[nn.Module, int]:
+    """A backbone file of the bundle, checked against the architecture its config names."""
+    blob = _load(path / rel, EXTRACTOR_FORMAT)
+    if blob["backbone"] != config.backbone:
+        raise BundleError(f"bundle {path}: {rel} holds a {blob['backbone']} but config.yaml asks for {config.backbone}")
+    built = build_backbone(config, load_weights=False)
+    _load_state(built.module, blob["state_dict"], path / rel)
+    return built.module, built.dim
 
 
 def _tensors(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:

@@ -166,6 +166,22 @@ class ExtractorConfig(StrictModel):
     )
 
 
+class EnsembleMember(StrictModel):
+    """Another crop-feature network with heads of its own, a second opinion for the track scorer.
+
+    Heads that read different crop features err on different regions (a cloud one backbone is sure
+    of, the other doubts), so a scorer that reads both kinds of heads raises fewer false alarms than
+    either alone. A member's heads are read only by the track scorer, never chosen as the deciding
+    head, and each member costs one more backbone pass per crop."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Short name (lower-case letters, digits, - and _); its heads are called NAME/HEAD (c160/gru) "
+        "and are stored in the bundle's ensemble/NAME/ folder.",
+    )
+    extractor: ExtractorConfig = Field(description="The member's crop-feature network.")
+
+
 class VerifierConfig(StrictModel):
     """The recurrent head that reads T feature vectors and gives p(smoke)."""
 
@@ -330,8 +346,21 @@ class PipelineConfig(StrictModel):
     flow: FlowConfig = Field(default_factory=FlowConfig, description="Optical flow inside regions, for the track scorer.")
     extractor: ExtractorConfig = Field(default_factory=ExtractorConfig, description="Crop feature extractor.")
     verifier: VerifierConfig = Field(default_factory=VerifierConfig, description="Recurrent verifier.")
+    ensemble: list[EnsembleMember] = Field(
+        default_factory=list,
+        description="Further crop-feature networks whose heads the track scorer reads beside the main ones "
+        "(`smokewatch train ensemble` adds one); empty: the main extractor alone.",
+    )
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Verification decision.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Device and batching.")
+
+    @model_validator(mode="after")
+    def _members_named_once(self) -> "PipelineConfig":
+        names = [m.name for m in self.ensemble]
+        clash = sorted({n for n in names if names.count(n) > 1} | {n for n in names if n in HEAD_NAMES})
+        if clash:
+            raise ValueError(f"ensemble member names must be unique and not a head's name: {', '.join(clash)}")
+        return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
         """Copy with dotted-key overrides applied (``{"decision.threshold": 0.7}``), validated.
@@ -369,6 +398,7 @@ FIXED_BY_BUNDLE = frozenset(
         "extractor.backbone",
         "extractor.weights",
         "extractor.change_cues",
+        "ensemble",
         "verifier.hidden_size",
         "verifier.num_layers",
         "verifier.dropout",
@@ -377,9 +407,15 @@ FIXED_BY_BUNDLE = frozenset(
 )
 
 
+def head_member(name: str) -> tuple[str | None, str]:
+    """Which crop features a head reads and its own name: 'c160/gru' -> ('c160', 'gru'), 'gru' -> (None, 'gru')."""
+    member, sep, head = name.rpartition("/")
+    return (member, head) if sep else (None, name)
+
+
 def override_bundle_config(config: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
     """Apply run-time overrides to a bundle's config, refusing those that would not fit its networks."""
-    fixed = sorted(k for k in flatten_overrides(overrides) if k in FIXED_BY_BUNDLE)
+    fixed = sorted(k for k in flatten_overrides(overrides) if k in FIXED_BY_BUNDLE or k.startswith("ensemble."))
     if fixed:
         raise ConfigError(f"{', '.join(fixed)} cannot be overridden: the model bundle's networks fix it")
     return config.with_overrides(overrides) if overrides else config

@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from .bundle import ModelBundle
-from .config import PipelineConfig
+from .config import PipelineConfig, head_member
 from .cues import thumbnail, window_cues
 from .decision import RegionDecider
 from .detector import Detector, Prepared
@@ -117,13 +117,18 @@ class Engine:
         if self.backend == "onnx":
             from .backends import onnx_networks
 
-            network, backbone = onnx_networks(bundle, self.device)
+            exported = onnx_networks(bundle, self.device)
+            network, backbone, members = exported.detector, exported.extractor, exported.members
         else:
             network = fuse_for_inference(copy.deepcopy(bundle.detector)).to(self.device, dtype)
             backbone = copy.deepcopy(bundle.backbone).eval().to(self.device, dtype)
             backbone = backbone.to(memory_format=torch.channels_last)
             if self.device.type == "cuda":
                 network = network.to(memory_format=torch.channels_last)
+            members = {
+                source.member: copy.deepcopy(source.backbone).eval().to(self.device, dtype).to(memory_format=torch.channels_last)
+                for source in bundle.feature_sources()[1:]
+            }
         self.detector = Detector(
             network,
             self.config.detector,
@@ -136,6 +141,12 @@ class Engine:
         self.extractor = FeatureExtractor(
             backbone, bundle.feature_dim, ex.input_size, self.device, half, f"{ex.backbone}@{ex.input_size}"
         )
+        self.extractors: dict[str | None, FeatureExtractor] = {None: self.extractor}
+        for source in bundle.feature_sources()[1:]:  # ensemble members, whose heads the track scorer reads
+            self.extractors[source.member] = FeatureExtractor(
+                members[source.member], source.feature_dim, source.config.input_size, self.device, half,
+                f"{source.config.backbone}@{source.config.input_size}",
+            )
         # Heads are tiny; they run in float32 for stable recurrences even when the CNNs run in half.
         self.heads = {name: copy.deepcopy(bundle.heads[name]).eval().to(self.device) for name in names}
 
@@ -332,8 +343,8 @@ class Engine:
             device=str(self.device),
             model=self.model_names,
             stage_times=session.times,
-            crops_computed=session.cache.computed,
-            crops_reused=session.cache.reused,
+            crops_computed=sum(c.computed for c in session.caches.values()),
+            crops_reused=sum(c.reused for c in session.caches.values()),
         )
 
 
@@ -401,10 +412,13 @@ class Session:
         self.tubes = TubeBuilder(self.config.tubes)
         self.motion = MotionProposer(self.config.motion) if self.config.motion.enabled else None
         self.flow = FlowMeter(self.config.flow) if self.config.flow.enabled else None
-        self.cache = CropFeatureCache()
+        # one cache per crop-feature network (the main one: None); `cache` is the main one's
+        self.caches = {member: CropFeatureCache() for member in engine.extractors}
+        self.cache = self.caches[None]
+        self._cues = {None: self.config.extractor.change_cues, **{m.name: m.extractor.change_cues for m in self.config.ensemble}}
         # grey thumbnails of (kept frame, region) for the change cues, when the bundle uses them
         self.thumbs: dict[tuple[int, tuple[int, int, int, int]], np.ndarray] | None = (
-            {} if self.config.extractor.change_cues else None
+            {} if any(self._cues.values()) else None
         )
         self.decider = RegionDecider(self.config.decision, engine.bundle.scorer)
         self.times = StageTimes(heads={name: 0.0 for name in engine.heads})
@@ -433,13 +447,15 @@ class Session:
 
         probs: dict[str, list[float]] = {name: [] for name in engine.heads}
         if requests and engine.heads:
-            with self._timed("features"):
-                stacked = self.window_features(requests)
             outputs = []
-            for name, head in engine.heads.items():
-                with self._timed("heads", name), torch.inference_mode():
-                    outputs.append(torch.sigmoid(head(stacked)))
-            probs = dict(zip(engine.heads, torch.stack(outputs).cpu().tolist()))  # one copy for all heads
+            for member, names in self._heads_by_member().items():
+                with self._timed("features"):
+                    stacked = self.window_features(requests, member)
+                for name in names:
+                    with self._timed("heads", name), torch.inference_mode():
+                        outputs.append(torch.sigmoid(engine.heads[name](stacked)))
+            order = [name for names in self._heads_by_member().values() for name in names]
+            probs = dict(zip(order, torch.stack(outputs).cpu().tolist()))  # one copy for all heads
         elif requests:
             with self._timed("features"):
                 self.window_features(requests)
@@ -478,7 +494,8 @@ class Session:
         oldest_needed = self._next_seq - self.config.tubes.window + 1
         for seq in [s for s in self._images if s < oldest_needed]:
             del self._images[seq]
-        self.cache.evict_before(oldest_needed)
+        for cache in self.caches.values():
+            cache.evict_before(oldest_needed)
         if self.flow is not None:
             self.flow.evict_before(oldest_needed)
         if self.thumbs is not None:
@@ -497,11 +514,18 @@ class Session:
             self.flow.push(seq, frame.image, frame.time_s)
         return self.tubes.update(seq, detections, width, height)
 
-    def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
-        """(W, T, D) vectors the heads read: each crop's backbone features, followed by the
-        window's change cues when the bundle uses them."""
-        features = self.crop_features(requests)
-        if self.thumbs is None:
+    def _heads_by_member(self) -> dict[str | None, list[str]]:
+        """The loaded heads grouped by the crop features they read, main extractor first."""
+        groups: dict[str | None, list[str]] = {}
+        for name in self.engine.heads:
+            groups.setdefault(head_member(name)[0], []).append(name)
+        return {m: groups[m] for m in self.engine.extractors if m in groups}
+
+    def window_features(self, requests: list[WindowRequest], member: str | None = None) -> torch.Tensor:
+        """(W, T, D) vectors the heads of `member` (None: the main extractor) read: each crop's
+        backbone features, followed by the window's change cues when that network uses them."""
+        features = self.crop_features(requests, member)
+        if not self._cues[member]:
             return features
         cues = np.stack([window_cues(np.stack([self._thumbnail(s, r.region) for s in r.frame_seqs])) for r in requests])
         return torch.cat([features, torch.from_numpy(cues).to(features.device, features.dtype)], dim=2)
@@ -513,20 +537,20 @@ class Session:
             thumb = self.thumbs[key] = thumbnail(self._images[seq], region)
         return thumb
 
-    def crop_features(self, requests: list[WindowRequest]) -> torch.Tensor:
+    def crop_features(self, requests: list[WindowRequest], member: str | None = None) -> torch.Tensor:
         """(W, T, D) backbone features of the requested windows; each (frame, region) crop goes
         through the backbone once, in batches across candidates and frames, and is reused by
         later windows."""
-        extractor = self.engine.extractor
-        missing = self.cache.missing((s, r.region) for r in requests for s in r.frame_seqs)
+        extractor, cache = self.engine.extractors[member], self.caches[member]
+        missing = cache.missing((s, r.region) for r in requests for s in r.frame_seqs)
         size = extractor.input_size
         step = self.config.runtime.feature_batch
         for i in range(0, len(missing), step):
             keys = missing[i : i + step]
             crops = np.stack([cut_crop(self._images[seq], region, size) for seq, region in keys])
             for key, vector in zip(keys, extractor(crops)):
-                self.cache.put(key, vector)
-        return torch.stack([torch.stack([self.cache.get((s, r.region)) for s in r.frame_seqs]) for r in requests])
+                cache.put(key, vector)
+        return torch.stack([torch.stack([cache.get((s, r.region)) for s in r.frame_seqs]) for r in requests])
 
     def crop(self, seq: int, region: tuple[int, int, int, int]) -> np.ndarray:
         """The backbone input for one (kept frame, region)."""
@@ -556,11 +580,12 @@ class NaiveSession(Session):
     """The straightforward loop the engine is checked and benchmarked against: every window
     recomputes every one of its T crops, one crop at a time. Same answers, much slower."""
 
-    def crop_features(self, requests: list[WindowRequest]) -> torch.Tensor:
-        extractor = self.engine.extractor
+    def crop_features(self, requests: list[WindowRequest], member: str | None = None) -> torch.Tensor:
+        extractor = self.engine.extractors[member]
         windows = []
         for request in requests:
-            vectors = [extractor(self.crop(seq, request.region)[None])[0] for seq in request.frame_seqs]
-            self.cache.computed += len(vectors)
+            vectors = [extractor(cut_crop(self._images[seq], request.region, extractor.input_size)[None])[0]
+                       for seq in request.frame_seqs]
+            self.caches[member].computed += len(vectors)
             windows.append(torch.stack(vectors))
         return torch.stack(windows)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import EXPORT_RECORD, ONNX_FILES, OnnxNetwork
-from .bundle import BundleMetadata, ModelBundle, _sha256
+from .backends import EXPORT_RECORD, ONNX_FILES, OnnxNetwork, exported_files, member_onnx_file
+from .bundle import BundleMetadata, FeatureSource, ModelBundle, _sha256
 from .errors import BundleError, ConfigError
 from .yolo_env import prepare_ultralytics
 
@@ -35,7 +35,8 @@ MIN_ONNXSLIM = (0, 1, 82)  # what ultralytics' exporter asks for; with an older 
 
 
 def export_onnx(path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Write detector.onnx and extractor.onnx into the bundle at `path`; returns the export record."""
+    """Write detector.onnx and extractor.onnx (and each ensemble member's ensemble/NAME/extractor.onnx)
+    into the bundle at `path`; returns the export record."""
     path = Path(path)
     bundle = ModelBundle.load(path)  # verifies every listed file's hash first
     _require_onnx()
@@ -45,9 +46,12 @@ def export_onnx(path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
             # torch says the TorchScript-based exporter (the one that needs no onnxscript) is legacy.
             warnings.simplefilter("ignore", DeprecationWarning)
             end2end = _export_detector(bundle, work / ONNX_FILES["detector"], opset)
-            _export_backbone(bundle, work / ONNX_FILES["extractor"], opset)
+            for source in bundle.feature_sources():
+                rel = ONNX_FILES["extractor"] if source.member is None else member_onnx_file(source.member)
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                _export_backbone(source, work / rel, opset)
         check = _compare(bundle, work)
-        for name in ONNX_FILES.values():
+        for name in exported_files(bundle):
             (work / name).replace(path / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -57,7 +61,8 @@ def export_onnx(path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     import ultralytics
 
     meta = BundleMetadata.model_validate_json((path / "metadata.json").read_text(encoding="utf-8"))
-    files = {name: _sha256(path / name) for name in ONNX_FILES.values()}
+    files = {name: _sha256(path / name) for name in exported_files(bundle)}
+    sources = [*SOURCE_FILES, *(f"ensemble/{m.name}/extractor.pt" for m in bundle.config.ensemble)]
     record = {
         "format": "onnx",
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -67,7 +72,7 @@ def export_onnx(path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "end2end": end2end,
-        "from": {rel: meta.files.get(rel) for rel in SOURCE_FILES},
+        "from": {rel: meta.files.get(rel) for rel in sources},
         "files": files,
         "max_abs_difference": check,
     }
@@ -131,9 +136,9 @@ def _export_detector(bundle: ModelBundle, out: Path, opset: int) -> bool:
     return bool(getattr(head, "end2end", False))
 
 
-def _export_backbone(bundle: ModelBundle, out: Path, opset: int) -> None:
-    size = bundle.config.extractor.input_size
-    backbone = copy.deepcopy(bundle.backbone).float().eval()
+def _export_backbone(source: FeatureSource, out: Path, opset: int) -> None:
+    size = source.config.input_size
+    backbone = copy.deepcopy(source.backbone).float().eval()
     torch.onnx.export(
         backbone,
         (torch.zeros(1, 3, size, size),),
@@ -167,7 +172,14 @@ def _compare(bundle: ModelBundle, folder: Path) -> dict[str, float]:
             f"the exported models give shapes {tuple(got.shape)} / {tuple(features.shape)} where PyTorch gives "
             f"{tuple(expected.shape)} / {tuple(reference.shape)}"
         )
-    return {
+    check = {
         "detector": float(np.abs(got.numpy() - expected.numpy()).max()),
         "extractor": float(np.abs(features.numpy() - reference.numpy()).max()),
     }
+    for source in bundle.feature_sources()[1:]:
+        side = source.config.input_size
+        member_crops = torch.randn(2, 3, side, side, generator=generator)
+        ours = OnnxNetwork(folder / member_onnx_file(source.member), cpu)(member_crops)
+        theirs = copy.deepcopy(source.backbone).float().eval()(member_crops).flatten(1)
+        check[f"extractor:{source.member}"] = float(np.abs(ours.numpy() - theirs.numpy()).max())
+    return check

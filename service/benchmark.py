@@ -204,11 +204,11 @@ def _bundle(name: str, model: Path | None, work: Path, backend: str):
         what = "YOLOv3 (yolov3u.yaml) at 416, ResNet50 at 224" if name == "paper" else "the default architecture"
         note, random_weights = f"{what}, random weights (speed only)", True
     if backend == "onnx":
-        from pipeline.backends import ONNX_FILES, export_record
+        from pipeline.backends import export_record, exported_files
         from pipeline.export import export_onnx
 
         path = bundle.path
-        exported = path is not None and export_record(bundle) and all((path / f).is_file() for f in ONNX_FILES.values())
+        exported = path is not None and export_record(bundle) and all((path / f).is_file() for f in exported_files(bundle))
         if not exported:  # export into a copy: never write into a bundle we were only asked to measure
             if path is None:
                 bundle.save(work / "bundle")

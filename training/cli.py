@@ -285,6 +285,34 @@ def cmd_train_decision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_ensemble(args: argparse.Namespace) -> int:
+    """Join another trained bundle's backbone and heads into --model as an ensemble member."""
+    from pipeline.bundle import ModelBundle
+    from service.cli import resolve_model
+
+    path, other_path = resolve_model(args.model), resolve_model(args.add)
+    bundle, other = ModelBundle.load(path), ModelBundle.load(other_path)
+    added = bundle.add_member(args.name, other)
+    same_detector = other.metadata.files.get("detector.pt") == bundle.metadata.files.get("detector.pt")
+    bundle.metadata.provenance.setdefault("ensemble", {})[args.name] = {
+        "from": str(other_path),
+        "bundle": other.metadata.name,
+        "created_at": other.metadata.created_at,
+        "same_detector": same_detector,  # its heads learnt windows of the regions this detector proposes
+        **{key: other.metadata.provenance[key] for key in ("extractor", "verifier", "command") if key in other.metadata.provenance},
+    }
+    bundle.save(args.out)
+    print(json.dumps({
+        "bundle": str(args.out),
+        "member": args.name,
+        "extractor": f"{other.config.extractor.backbone}@{other.config.extractor.input_size}",
+        "heads_added": added,
+        "same_detector": same_detector,
+        "next": f"fit a track scorer that reads them: smokewatch train decision --data TUNING_CLIPS --model {args.out} --out OUT",
+    }, indent=2))
+    return 0
+
+
 def _add_backbone_arguments(p: argparse.ArgumentParser, instead: str) -> None:
     """--backbone and --crop-size: train another crop-feature network than the bundle's."""
     from typing import get_args
@@ -378,6 +406,16 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device for the engine (default: the bundle's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_decision)
+
+    p = tsub.add_parser("ensemble", help="join another trained bundle's backbone and heads into a bundle, as a second "
+                        "opinion for its track scorer (no training here; fit the scorer with train decision)")
+    p.add_argument("--model", metavar="BUNDLE", help="the bundle to add to (default: the shipped bundle)")
+    p.add_argument("--add", required=True, metavar="BUNDLE",
+                   help="the bundle whose backbone and heads join it (trained around the same detector, e.g. by "
+                        "train verifier --crop-size 160; its detector and scorer are not taken)")
+    p.add_argument("--name", required=True, metavar="NAME", help="member name (its heads become NAME/HEAD, e.g. c160/gru)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    p.set_defaults(func=cmd_train_ensemble)
 
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     p = tsub.add_parser("default", help="build the shipped default bundle: synthetic data, detector, backbone, six heads, scores")

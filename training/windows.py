@@ -188,8 +188,10 @@ class LabellingSession(Session):
             ]
         return requests
 
-    def window_features(self, requests: list[WindowRequest]) -> torch.Tensor:
-        stacked = super().window_features(requests)
+    def window_features(self, requests: list[WindowRequest], member: str | None = None) -> torch.Tensor:
+        stacked = super().window_features(requests, member)
+        if member is not None:  # the heads trained here read the main extractor's features
+            return stacked
         array = stacked.detach().to("cpu", torch.float16).numpy()
         for request, features in zip(requests, array):
             frame_index, boxes = self._truth[request.seq]

@@ -92,8 +92,8 @@ def test_heads_of_a_cue_bundle_read_features_and_cues(cue_bundle_dir, clip_path)
     seen = []
     original = session.window_features
 
-    def spy(requests):
-        stacked = original(requests)
+    def spy(requests, member=None):
+        stacked = original(requests, member)
         seen.append(stacked)
         return stacked
 

@@ -162,3 +162,31 @@ def test_train_decision_refuses_clips_it_cannot_learn_from(tiny_bundle_dir, tmp_
                  "--heads", "lstm,nope"]) != 0
     assert "unknown verifier head nope" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_scorer_over_an_ensemble_members_heads_from_the_command_line(tiny_bundle_dir, tiny_config, tuning_clips, tmp_path, capsys):
+    """train ensemble joins a second backbone's heads; train decision then fits a scorer that reads
+    them beside the main heads, and evaluate runs the bundle that decides with it."""
+    import torch
+
+    main_bundle = ModelBundle.load(tiny_bundle_dir)
+    torch.manual_seed(3)
+    other = ModelBundle.create(tiny_config.with_overrides({"extractor.input_size": 48}), heads=["lstm", "gru"], name="c48")
+    other.detector = main_bundle.detector
+    other_path = other.save(tmp_path / "c48")
+    joined, scored = tmp_path / "joined", tmp_path / "scored"
+    assert main(["train", "ensemble", "--model", str(tiny_bundle_dir), "--add", str(other_path), "--name", "c48",
+                 "--out", str(joined)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heads_added"] == ["c48/lstm", "c48/gru"] and report["same_detector"] is True
+    assert ModelBundle.load(joined).metadata.provenance["ensemble"]["c48"]["bundle"] == "c48"
+    assert main(["train", "decision", "--data", str(tuning_clips), "--model", str(joined), "--out", str(scored),
+                 "--heads", "lstm,c48/gru", "--min-tnr", "0.5", "-q"]) == 0
+    capsys.readouterr()
+    bundle = ModelBundle.load(scored)
+    assert bundle.scorer.heads == ("lstm", "c48/gru")
+    assert main(["evaluate", str(tuning_clips), "--model", str(scored), "--out", str(tmp_path / "ev"), "--level", "item",
+                 "--heads", "lstm", "-q"]) == 0
+    assert "track scorer" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "ensemble", "--add", str(other_path), "--out", str(tmp_path / "x")])  # --name is required

@@ -19,16 +19,20 @@ from . import DEFAULT_VOTE_THRESHOLD, LEVELS
 
 
 def parse_heads(text: str | None, available: list[str]) -> list[str]:
-    """`all` (every head the bundle holds) or a comma-separated list, returned in the lecture's order."""
-    from pipeline.config import HEAD_NAMES
+    """`all` (every head the bundle holds, an ensemble member's NAME/HEAD ones too) or a comma-separated
+    list, returned in the lecture's order, members' heads after the main ones."""
+    from pipeline.config import HEAD_NAMES, head_member
 
+    members = [h for h in available if head_member(h)[0] is not None]
     if not text or text.strip().lower() == "all":
-        return [h for h in HEAD_NAMES if h in available]
+        return [h for h in HEAD_NAMES if h in available] + members
     wanted = [h.strip() for h in text.split(",") if h.strip()]
-    unknown = [h for h in wanted if h not in HEAD_NAMES]
+    unknown = [h for h in wanted if head_member(h)[1] not in HEAD_NAMES]
     if unknown:
-        raise ConfigError(f"unknown verifier head {', '.join(unknown)}; choose from all, {', '.join(HEAD_NAMES)}")
-    return [h for h in HEAD_NAMES if h in wanted]
+        raise ConfigError(f"unknown verifier head {', '.join(unknown)}; choose from all, {', '.join([*HEAD_NAMES, *members])}"
+                          " (an ensemble member's: MEMBER/HEAD)")
+    others = [h for h in wanted if head_member(h)[0] is not None]
+    return [h for h in HEAD_NAMES if h in wanted] + [h for h in members if h in others] + [h for h in others if h not in members]
 
 
 @dataclass(frozen=True)

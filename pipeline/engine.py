@@ -106,7 +106,9 @@ class Engine:
         half = self.config.runtime.half and self.device.type == "cuda" and self.backend == "torch"
         dtype = torch.float16 if half else torch.float32
 
-        names = list(heads) if heads is not None else list(bundle.heads)
+        # An ensemble member's heads run when asked for or when the track scorer reads them: each
+        # member costs a backbone pass per crop, wasted under the k-of-n rule, which reads none.
+        names = list(heads) if heads is not None else [h for h in bundle.heads if head_member(h)[0] is None]
         names = _scorer_heads(bundle, self.config, names, bundle.heads)
         unknown = [h for h in names if h not in bundle.heads]
         if unknown:

@@ -53,15 +53,17 @@ def test_member_heads_read_their_own_crops(joined, clip_path):
     """What a member's heads say in the ensemble is what they said in their own bundle (same
     detector, same regions), and the main heads are not changed by the member beside them."""
     path, other_path = joined
-    together = Engine.from_path(path, device="cpu").detect(clip_path, progress=False)
+    every = ["lstm", "gru", "c48/lstm", "c48/deep-gru"]
+    together = Engine.from_path(path, device="cpu", heads=every).detect(clip_path, progress=False)
     alone = Engine.from_path(other_path, device="cpu").detect(clip_path, progress=False)
     assert together.windows and len(together.windows) == len(alone.windows)
     member = torch.tensor([w.head_probs["c48/deep-gru"] for w in together.windows])
     own = torch.tensor([w.head_probs["deep-gru"] for w in alone.windows])
     torch.testing.assert_close(member, own, atol=1e-5, rtol=0)
-    main_only = Engine(ModelBundle.load(path, heads=["lstm", "gru"]), device="cpu").detect(clip_path, progress=False)
+    main_only = Engine.from_path(path, device="cpu").detect(clip_path, progress=False)  # no scorer: members idle
     torch.testing.assert_close(torch.tensor([w.head_probs["lstm"] for w in together.windows]),
                                torch.tensor([w.head_probs["lstm"] for w in main_only.windows]), atol=1e-6, rtol=0)
+    assert set(main_only.windows[0].head_probs) == {"lstm", "gru"}
     assert together.crops_computed == 2 * main_only.crops_computed  # each crop once per network
 
 
@@ -69,7 +71,7 @@ def test_a_scorer_that_reads_member_heads_loads_and_decides_with_them(joined, cl
     """A scorer split on a member head's peak: the clip's regions are confirmed just below that
     head's highest p and not just above it."""
     path, _ = joined
-    windows = Engine.from_path(path, device="cpu").detect(clip_path, progress=False).windows
+    windows = Engine.from_path(path, device="cpu", heads=["c48/lstm"]).detect(clip_path, progress=False).windows
     top = max(w.head_probs["c48/lstm"] for w in windows)
     heads = ("lstm", "c48/lstm")
     index = feature_names(heads).index("c48/lstm:peak")
@@ -120,10 +122,10 @@ def test_members_are_exported_and_run_by_onnx_runtime(joined, clip_path, tmp_pat
     bundle = ModelBundle.load(path)
     bundle.save(path, half=False)  # saving again (the same weights, new metadata) carries the member's export with the main one
     bundle = ModelBundle.load(path)
-    onnx_engine = Engine(bundle, device="cpu", backend="onnx")
+    onnx_engine = Engine(bundle, device="cpu", backend="onnx", heads=["c48/deep-gru"])
     assert isinstance(onnx_engine.extractors["c48"].backbone, OnnxNetwork)
     onnx_result = onnx_engine.detect(clip_path, progress=False)
-    torch_result = Engine(bundle, device="cpu").detect(clip_path, progress=False)
+    torch_result = Engine(bundle, device="cpu", heads=["c48/deep-gru"]).detect(clip_path, progress=False)
     assert len(onnx_result.windows) == len(torch_result.windows) > 0
     for a, b in zip(torch_result.windows, onnx_result.windows):
         assert b.head_probs["c48/deep-gru"] == pytest.approx(a.head_probs["c48/deep-gru"], abs=1e-3)

@@ -29,6 +29,8 @@ positive_float = _bounded(float, 0.0, False, "a positive number")
 non_negative_float = _bounded(float, 0.0, True, "zero or a positive number")
 # A threshold in [0, 1] (0 alerts on anything: useful to test a camera's wiring).
 probability = _bounded(float, 0.0, True, "in [0, 1]", high=1.0)
+# A crop side a backbone reads (extractor.input_size's range), named by the flag instead of the config key.
+crop_side = _bounded(int, 32, True, "a crop side from 32 to 512 px", high=512)
 
 
 def port(text: str) -> int:

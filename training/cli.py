@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from service.argtypes import non_negative_int, positive_float, positive_int, probability
+from service.argtypes import crop_side, non_negative_int, positive_float, positive_int, probability
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -321,7 +321,7 @@ def _add_backbone_arguments(p: argparse.ArgumentParser, instead: str) -> None:
 
     p.add_argument("--backbone", choices=get_args(BackboneName),
                    help=f"train a new backbone of this torchvision architecture from random initialisation, {instead}")
-    p.add_argument("--crop-size", type=positive_int, metavar="PX",
+    p.add_argument("--crop-size", type=crop_side, metavar="PX",
                    help=f"crop side the new backbone reads, 32 to 512 px (larger sees thin plumes sharper and costs "
                    f"about (PX/112)^2 times the compute), {instead}")
 

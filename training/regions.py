@@ -22,6 +22,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from pipeline.config import head_member
 from pipeline.engine import Engine
 from pipeline.errors import SmokewatchError
 
@@ -58,31 +59,37 @@ def score_regions(engine: Engine, images: list[YoloImage], threshold: float | No
         raise SmokewatchError("the model bundle has no verifier heads to score")
     config = engine.config
     options = BackboneOptions(positive_jitter=0, max_real=None, negatives_per_frame=1, seed=seed)
-    crops = collect_crops([], images, config.extractor.input_size, config.tubes, options, progress=progress)
-    smoke, background = int(crops.labels.sum()), int((crops.labels == 0).sum())
-    if smoke == 0 or background == 0:
-        raise SmokewatchError(f"the images hold {smoke} smoke boxes and gave {background} background regions; both are needed")
-
     window, batch = config.tubes.window, config.runtime.feature_batch
-    extra = engine.bundle.window_dim - engine.bundle.feature_dim  # change cues: a still region's are zero
+    groups: dict[str | None, list[str]] = {}
+    for name in engine.heads:  # an ensemble member's heads read its own crops, cut at its own size
+        groups.setdefault(head_member(name)[0], []).append(name)
+    sources = {source.member: source for source in engine.bundle.feature_sources()}
     probs: dict[str, list[np.ndarray]] = {name: [] for name in engine.heads}
-    for start in tqdm(range(0, len(crops.crops), batch), desc="regions", unit="batch", disable=None if progress is None else not progress):
-        features = engine.extractor(crops.crops[start : start + batch])
-        x = features.unsqueeze(1).expand(-1, window, -1)
-        if extra:
-            x = torch.cat([x, x.new_zeros(*x.shape[:2], extra)], dim=2)
-        for name, head in engine.heads.items():
-            probs[name].append(torch.sigmoid(head(x)).cpu().numpy())
+    labels: dict[str, np.ndarray] = {}
+    for member, names in groups.items():
+        source, extractor = sources[member], engine.extractors[member]
+        crops = collect_crops([], images, source.config.input_size, config.tubes, options, progress=progress)
+        smoke, background = int(crops.labels.sum()), int((crops.labels == 0).sum())
+        if smoke == 0 or background == 0:
+            raise SmokewatchError(f"the images hold {smoke} smoke boxes and gave {background} background regions; both are needed")
+        extra = source.window_dim - source.feature_dim  # change cues: a still region's are zero
+        for start in tqdm(range(0, len(crops.crops), batch), desc="regions", unit="batch", disable=None if progress is None else not progress):
+            features = extractor(crops.crops[start : start + batch])
+            x = features.unsqueeze(1).expand(-1, window, -1)
+            if extra:
+                x = torch.cat([x, x.new_zeros(*x.shape[:2], extra)], dim=2)
+            for name in names:
+                probs[name].append(torch.sigmoid(engine.heads[name](x)).cpu().numpy())
+        labels.update({name: crops.labels.astype(bool) for name in names})
 
     threshold = config.decision.threshold if threshold is None else threshold
-    truth = crops.labels.astype(bool)
     scores = {}
     for name, parts in probs.items():
-        p = np.concatenate(parts)
+        p, truth = np.concatenate(parts), labels[name]
         scores[name] = RegionScores(
             head=name,
-            smoke_regions=smoke,
-            background_regions=background,
+            smoke_regions=int(truth.sum()),
+            background_regions=int((~truth).sum()),
             auc=float(roc_auc_score(truth, p)),
             threshold=threshold,
             tpr=float(np.mean(p[truth] >= threshold)),

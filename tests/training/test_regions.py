@@ -82,3 +82,19 @@ def test_cli_prints_the_scores_of_the_heads_asked_for(tiny_bundle_dir, yolo_dir,
 def test_cli_refuses_what_it_cannot_score_or_train(args, complaint, tmp_path):
     run = run_cli(*args, cwd=tmp_path)
     assert run.returncode != 0 and complaint in run.stderr
+
+
+def test_an_ensemble_members_heads_are_scored_on_their_own_crops(tiny_bundle_dir, tiny_config, yolo_dir):
+    """A member's head scores the regions as it did in its own bundle, on crops cut at its own size."""
+    import torch
+
+    torch.manual_seed(5)
+    other = ModelBundle.create(tiny_config.with_overrides({"extractor.input_size": 48}), heads=["gru"], name="c48")
+    bundle = ModelBundle.load(tiny_bundle_dir, heads=["lstm"])
+    other.detector = bundle.detector
+    bundle.add_member("c48", other)
+    images = read_yolo_folder(yolo_dir, {0})
+    together = score_regions(Engine(bundle, device="cpu", heads=["lstm", "c48/gru"]), images, progress=False)
+    alone = score_regions(Engine(other, device="cpu"), images, progress=False)
+    assert together["c48/gru"].auc == pytest.approx(alone["gru"].auc)
+    assert together["c48/gru"].tpr == alone["gru"].tpr and together["c48/gru"].tnr == alone["gru"].tnr

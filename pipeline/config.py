@@ -170,9 +170,10 @@ class EnsembleMember(StrictModel):
     """Another crop-feature network with heads of its own, a second opinion for the track scorer.
 
     Heads that read different crop features err on different regions (a cloud one backbone is sure
-    of, the other doubts), so a scorer that reads both kinds of heads raises fewer false alarms than
-    either alone. A member's heads are read only by the track scorer, never chosen as the deciding
-    head, and each member costs one more backbone pass per crop."""
+    of, the other doubts), so a scorer that reads both kinds can tell apart some regions that either
+    kind alone cannot (training/EXPERIMENTS.md, "Two backbones in one bundle"). A member's heads are
+    read only by the track scorer, never chosen as the deciding head, and each member costs one more
+    backbone pass per crop."""
 
     name: str = Field(
         pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",

@@ -554,11 +554,6 @@ class Session:
                 cache.put(key, vector)
         return torch.stack([torch.stack([cache.get((s, r.region)) for s in r.frame_seqs]) for r in requests])
 
-    def crop(self, seq: int, region: tuple[int, int, int, int]) -> np.ndarray:
-        """The backbone input for one (kept frame, region)."""
-        return cut_crop(self._images[seq], region, self.engine.extractor.input_size)
-
-
     @contextmanager
     def _timed(self, stage: str, head: str | None = None) -> Iterator[None]:
         """Time a stage; on CUDA, synchronise first and last so queued kernels are counted where they run."""

@@ -313,6 +313,11 @@ def cmd_train_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _member_side(text: str) -> int | None:
+    """--member-crop-size: a crop side, or 0 for no ensemble member."""
+    return None if text.strip() == "0" else crop_side(text)
+
+
 def _add_backbone_arguments(p: argparse.ArgumentParser, instead: str) -> None:
     """--backbone and --crop-size: train another crop-feature network than the bundle's."""
     from typing import get_args
@@ -449,6 +454,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="train the backbone on crops seen through haze, colour casts, blur and noise too (off by default, "
                    "as the shipped backbone)")
     _add_backbone_arguments(p, "instead of MobileNetV3-small at 112 px (the shipped backbone)")
+    p.add_argument("--member-crop-size", type=_member_side, default=64, metavar="PX",  # DefaultRecipe.member_crop_size
+                   help="also train a second backbone reading PX px crops, with six heads of its own, as ensemble member "
+                        "cPX whose heads the track scorer reads too (default %(default)s, as the shipped bundle; it costs "
+                        "about 1.3x a frame; 0: no member)")
     p.add_argument("--landmarks", type=probability, default=0.0, metavar="SHARE",
                    help="share of the training clips that also show pale landmarks standing still (synth --landmarks); "
                    "the tuning and held-out clips stay as they are (default 0)")
@@ -504,7 +513,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         **({"backbone_frames": args.backbone_frames} if args.backbone_frames else {}),  # else the recipe's, as shipped
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
-        backbone=args.backbone, crop_size=args.crop_size,
+        backbone=args.backbone, crop_size=args.crop_size, member_crop_size=args.member_crop_size,
     )
     recipe.config()  # a crop side out of range is said now, not after the synthetic clips are written
     report = train_default(recipe, progress=None if not args.quiet else False)

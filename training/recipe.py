@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -376,6 +376,10 @@ class DefaultRecipe:
     # are then built for it and trained from random initialisation like the default one.
     backbone: BackboneName | None = None
     crop_size: int | None = None
+    # optionally a second crop-feature network of the same architecture reading crops of this side,
+    # trained like the first with six heads of its own, joined as ensemble member c<side>, which
+    # the track scorer then reads beside the main heads (the shipped bundle's c64).
+    member_crop_size: int | None = 64
 
     def config(self) -> PipelineConfig:
         """default_config() with this recipe's backbone and crop side: what every stage builds."""
@@ -572,6 +576,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     wanted = {"backbone": extractor.backbone, "input_size": extractor.input_size, "epochs": recipe.backbone_epochs,
               "seed": recipe.seed, "inputs": inputs, "positives": _positives(options), "crop_frames": _crop_frames(options),
               "augment": _augment(options), "split": split.to_json() if split else None}
+    backbone_options, backbone_wanted = options, wanted
     done = None if recipe.force else _stage_done(ext_path, "extractor", wanted)
     same_detector = all(done.metadata.provenance.get(k) == bundle.metadata.provenance.get(k)
                         for k in ("detector", "detector_finetune")) if done is not None else False
@@ -594,13 +599,32 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     _log(f"verifier heads: computing window features and training the six heads on {len(head_data)} sets of clips")
     train_verifier_stage(bundle, head_data, list(HEAD_NAMES), options, progress)
     bundle = _saved(bundle, work / "bundle-heads")
+    member_heads: list[str] = []
+    if recipe.member_crop_size:
+        name = f"c{recipe.member_crop_size}"
+        _log(f"ensemble member {name}: a backbone reading {recipe.member_crop_size} px crops, then its six heads")
+        member_path = work / f"bundle-ext-{name}"
+        done = None if recipe.force else _stage_done(member_path, "extractor", {**backbone_wanted, "input_size": recipe.member_crop_size})
+        if done is not None and all(done.metadata.provenance.get(k) == bundle.metadata.provenance.get(k)
+                                    for k in ("detector", "detector_finetune")):
+            _log(f"ensemble member {name}: reusing {member_path}")
+            member = done
+        else:
+            member = fresh_architecture(bundle, with_backbone(bundle.config, None, recipe.member_crop_size))
+            train_backbone_stage(member, learn_from, recipe.real, backbone_options, progress)
+            member.metadata.provenance["extractor"]["inputs"] = inputs
+            member = _saved(member, member_path)
+        member.config = with_backbone(bundle.config, None, recipe.member_crop_size)  # change cues as the main heads
+        train_verifier_stage(member, head_data, list(HEAD_NAMES), replace(options, cache_dir=work / f"window-cache-{name}"), progress)
+        member_heads = bundle.add_member(name, member)
+        bundle = _saved(bundle, work / "bundle-ensemble")
 
     from pipeline.engine import Engine
 
     tune_dir = _synth(work / "synth-tune", recipe.tune_clips, recipe.tune_seed, progress)
     _log(f"decision: tuning on {recipe.tune_clips} clips (seed {recipe.tune_seed})")
     measured = bundle.config.with_overrides({"flow.enabled": recipe.track_scorer and recipe.scorer_flow})
-    traces = run_items(Engine(bundle, heads=list(HEAD_NAMES), config=measured), read_items(tune_dir), progress=progress)
+    traces = run_items(Engine(bundle, heads=[*HEAD_NAMES, *member_heads], config=measured), read_items(tune_dir), progress=progress)
     head, decision, tune_scores = tune_decision(traces, list(HEAD_NAMES), bundle.config)
     bundle.config = bundle.config.with_overrides({"verifier.head": head, **{f"decision.{k}": v for k, v in decision.items()}})
     bundle.metadata.provenance["decision"] = {"tuned_on": str(tune_dir), "seed": recipe.tune_seed, "clips": recipe.tune_clips,
@@ -610,7 +634,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
 
         _log("decision: fitting the track scorer on the same tuning clips")
         try:
-            scorer = train_decision_stage(bundle, traces, [tune_dir], list(HEAD_NAMES), recipe.seed,
+            scorer = train_decision_stage(bundle, traces, [tune_dir], [*HEAD_NAMES, *member_heads], recipe.seed,
                                           flow=recipe.scorer_flow, min_heads=recipe.scorer_min_heads)
             honest = scorer["item_scores_out_of_fold"]
             scorer["used"] = (honest["f1"], honest["tnr"]) > (tune_scores["f1"], tune_scores["tnr"])
@@ -637,7 +661,9 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     bundle.metadata.name = "smokewatch-default"
     bundle.metadata.description = (
         f"Default smokewatch bundle: {bundle.config.detector.arch.removesuffix('.yaml')} detector, "
-        f"{bundle.config.extractor.backbone} crop features, six recurrent heads."
+        f"{bundle.config.extractor.backbone} crop features"
+        + "".join(f", {m.extractor.backbone} at {m.extractor.input_size} px as member {m.name}" for m in bundle.config.ensemble)
+        + ", six recurrent heads" + (" on each, a track scorer over all of them." if bundle.config.ensemble else ".")
     )
     bundle.metadata.provenance.update(
         {

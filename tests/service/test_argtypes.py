@@ -17,6 +17,7 @@ import pytest
         (["evaluate", "d", "--vote-threshold", "-1"], "-1 is not in [0, 1]"),
         (["train", "verifier", "--data", "d", "--crop-size", "16"], "argument --crop-size: 16 is not a crop side from 32 to 512 px"),
         (["train", "default", "--crop-size", "600"], "argument --crop-size: 600 is not a crop side from 32 to 512 px"),
+        (["train", "default", "--member-crop-size", "8"], "argument --member-crop-size: 8 is not a crop side from 32 to 512 px"),
         (["serve", "--port", "70000"], "70000 is not a TCP port"),
         (["monitor", "x.mp4", "--interval", "0"], "0 is not a positive number"),
     ],

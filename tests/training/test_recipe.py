@@ -115,7 +115,7 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     lookout = make_yolo_folder(tmp_path / "lookout", ["0 0.5 0.4 0.2 0.3\n"] * 3)  # a real validation folder, like val-real/hpwren
     recipe = DefaultRecipe(out=tmp_path / "out", work=tmp_path / "work", real=[], train_clips=6, train_seed=21, tune_clips=2, test_clips=2,
                            head_clips=2, detector_epochs=1, detector_hours=None, backbone_epochs=1, head_epochs=1, frames_per_clip=2,
-                           validation=[lookout])
+                           validation=[lookout], member_crop_size=None)  # a member is added at the end
     report = train_default(recipe, progress=False)
     assert report["replaced"]
     regions = report["metrics"]["regions:lookout"]
@@ -225,6 +225,15 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert "track scorer" not in report["metrics"]["synthetic_test"]["item_level"]
     assert bundle.scorer is None and bundle.config.decision.scorer_threshold is None
     assert "two smoke and two no-smoke" in bundle.metadata.provenance["track_scorer"]["reason"]
+
+    # --member-crop-size: a second backbone reading 48 px crops and six heads of its own join as
+    # member c48, each head reading that backbone's features
+    train_default(replace(recipe, out=tmp_path / "member", member_crop_size=48), progress=False)
+    bundle = ModelBundle.load(tmp_path / "member")
+    assert [(m.name, m.extractor.input_size) for m in bundle.config.ensemble] == [("c48", 48)]
+    assert sorted(h for h in bundle.heads if h.startswith("c48/")) == sorted(f"c48/{h}" for h in HEAD_NAMES)
+    assert all(bundle.heads[f"c48/{h}"].spec.input_dim == bundle.members["c48"].feature_dim for h in HEAD_NAMES)
+    assert "member c48" in bundle.metadata.description
 
 
 def test_a_bundle_is_replaced_only_when_better_on_synthetic_clips_no_worse_on_real_ones_and_quiet_enough():

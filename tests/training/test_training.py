@@ -442,3 +442,5 @@ def test_train_default_cli_defaults_are_the_recipe_the_shipped_bundle_was_built_
 
     args = build_parser().parse_args(["train", "default"])
     assert args.still_regions == DefaultRecipe.still_regions == 4
+    assert args.member_crop_size == DefaultRecipe.member_crop_size == 64
+    assert build_parser().parse_args(["train", "default", "--member-crop-size", "0"]).member_crop_size is None

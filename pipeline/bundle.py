@@ -159,6 +159,14 @@ class ModelBundle:
             raise ConfigError(f"ensemble member '{name}': {exc.errors()[0]['msg']}") from None
         self.config = config
         self.members[name] = MemberNetwork(other.backbone, other.feature_dim)
+        detector = other.metadata.files.get("detector.pt")
+        self.metadata.provenance.setdefault("ensemble", {})[name] = {
+            "bundle": other.metadata.name,
+            "created_at": other.metadata.created_at,
+            # its heads learnt windows of the regions its detector proposed; the same detector (both saved) keeps that true
+            "same_detector": detector is not None and detector == self.metadata.files.get("detector.pt"),
+            **{key: other.metadata.provenance[key] for key in ("extractor", "verifier", "command") if key in other.metadata.provenance},
+        }
         added = [f"{name}/{head}" for head in other.heads]
         self.heads.update({f"{name}/{head}": module for head, module in other.heads.items()})
         return added

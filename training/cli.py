@@ -293,21 +293,15 @@ def cmd_train_ensemble(args: argparse.Namespace) -> int:
     path, other_path = resolve_model(args.model), resolve_model(args.add)
     bundle, other = ModelBundle.load(path), ModelBundle.load(other_path)
     added = bundle.add_member(args.name, other)
-    same_detector = other.metadata.files.get("detector.pt") == bundle.metadata.files.get("detector.pt")
-    bundle.metadata.provenance.setdefault("ensemble", {})[args.name] = {
-        "from": str(other_path),
-        "bundle": other.metadata.name,
-        "created_at": other.metadata.created_at,
-        "same_detector": same_detector,  # its heads learnt windows of the regions this detector proposes
-        **{key: other.metadata.provenance[key] for key in ("extractor", "verifier", "command") if key in other.metadata.provenance},
-    }
+    record = bundle.metadata.provenance["ensemble"][args.name]
+    record["from"] = str(other_path)
     bundle.save(args.out)
     print(json.dumps({
         "bundle": str(args.out),
         "member": args.name,
         "extractor": f"{other.config.extractor.backbone}@{other.config.extractor.input_size}",
         "heads_added": added,
-        "same_detector": same_detector,
+        "same_detector": record["same_detector"],
         "next": f"fit a track scorer that reads them: smokewatch train decision --data TUNING_CLIPS --model {args.out} --out OUT",
     }, indent=2))
     return 0

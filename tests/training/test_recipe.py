@@ -234,6 +234,8 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert sorted(h for h in bundle.heads if h.startswith("c48/")) == sorted(f"c48/{h}" for h in HEAD_NAMES)
     assert all(bundle.heads[f"c48/{h}"].spec.input_dim == bundle.members["c48"].feature_dim for h in HEAD_NAMES)
     assert "member c48" in bundle.metadata.description
+    record = bundle.metadata.provenance["ensemble"]["c48"]
+    assert record["extractor"]["input_size"] == 48 and record["same_detector"] and set(record["verifier"]["heads"]) == set(HEAD_NAMES)
 
 
 def test_a_bundle_is_replaced_only_when_better_on_synthetic_clips_no_worse_on_real_ones_and_quiet_enough():

@@ -127,10 +127,7 @@ class Engine:
             backbone = backbone.to(memory_format=torch.channels_last)
             if self.device.type == "cuda":
                 network = network.to(memory_format=torch.channels_last)
-            members = {
-                source.member: copy.deepcopy(source.backbone).eval().to(self.device, dtype).to(memory_format=torch.channels_last)
-                for source in bundle.feature_sources()[1:]
-            }
+            members = {source.member: source.backbone for source in bundle.feature_sources()[1:]}
         self.detector = Detector(
             network,
             self.config.detector,
@@ -143,14 +140,22 @@ class Engine:
         self.extractor = FeatureExtractor(
             backbone, bundle.feature_dim, ex.input_size, self.device, half, f"{ex.backbone}@{ex.input_size}"
         )
+        # ensemble members, only those whose heads run (the track scorer's, or heads asked for)
+        read = {head_member(name)[0] for name in names}
         self.extractors: dict[str | None, FeatureExtractor] = {None: self.extractor}
-        for source in bundle.feature_sources()[1:]:  # ensemble members, whose heads the track scorer reads
+        for source in bundle.feature_sources()[1:]:
+            if source.member not in read:
+                continue
+            member = members[source.member]
+            if self.backend == "torch":
+                member = copy.deepcopy(member).eval().to(self.device, dtype).to(memory_format=torch.channels_last)
             self.extractors[source.member] = FeatureExtractor(
-                members[source.member], source.feature_dim, source.config.input_size, self.device, half,
+                member, source.feature_dim, source.config.input_size, self.device, half,
                 f"{source.config.backbone}@{source.config.input_size}",
             )
         # Heads are tiny; they run in float32 for stable recurrences even when the CNNs run in half.
         self.heads = {name: copy.deepcopy(bundle.heads[name]).eval().to(self.device) for name in names}
+        self.head_groups = self._group_heads()
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None, heads: Iterable[str] | None = None) -> "Engine":
@@ -174,10 +179,19 @@ class Engine:
         if missing:
             raise BundleError(f"head {', '.join(missing)} is not loaded (loaded: {', '.join(self.heads)})")
         view.heads = {name: self.heads[name] for name in names}
+        view.head_groups = view._group_heads()
         view.primary = config.verifier.head if config.verifier.head in view.heads else (names[0] if names else None)
         view.detector = copy.copy(self.detector)
         view.detector.config = config.detector
         return view
+
+    def _group_heads(self) -> dict[str | None, list[str]]:
+        """The loaded heads grouped by the crop features they read (None: the main extractor), in
+        extractor order: what a chunk's features and heads run as, fixed while the engine lives."""
+        groups: dict[str | None, list[str]] = {}
+        for name in self.heads:
+            groups.setdefault(head_member(name)[0], []).append(name)
+        return {member: groups[member] for member in self.extractors if member in groups}
 
     def session(self) -> "Session":
         return Session(self)
@@ -450,13 +464,13 @@ class Session:
         probs: dict[str, list[float]] = {name: [] for name in engine.heads}
         if requests and engine.heads:
             outputs = []
-            for member, names in self._heads_by_member().items():
+            for member, names in engine.head_groups.items():
                 with self._timed("features"):
                     stacked = self.window_features(requests, member)
                 for name in names:
                     with self._timed("heads", name), torch.inference_mode():
                         outputs.append(torch.sigmoid(engine.heads[name](stacked)))
-            order = [name for names in self._heads_by_member().values() for name in names]
+            order = [name for names in engine.head_groups.values() for name in names]
             probs = dict(zip(order, torch.stack(outputs).cpu().tolist()))  # one copy for all heads
         elif requests:
             with self._timed("features"):
@@ -515,13 +529,6 @@ class Session:
         if self.flow is not None:
             self.flow.push(seq, frame.image, frame.time_s)
         return self.tubes.update(seq, detections, width, height)
-
-    def _heads_by_member(self) -> dict[str | None, list[str]]:
-        """The loaded heads grouped by the crop features they read, main extractor first."""
-        groups: dict[str | None, list[str]] = {}
-        for name in self.engine.heads:
-            groups.setdefault(head_member(name)[0], []).append(name)
-        return {m: groups[m] for m in self.engine.extractors if m in groups}
 
     def window_features(self, requests: list[WindowRequest], member: str | None = None) -> torch.Tensor:
         """(W, T, D) vectors the heads of `member` (None: the main extractor) read: each crop's

@@ -22,7 +22,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from pipeline.config import head_member
 from pipeline.engine import Engine
 from pipeline.errors import SmokewatchError
 
@@ -60,13 +59,10 @@ def score_regions(engine: Engine, images: list[YoloImage], threshold: float | No
     config = engine.config
     options = BackboneOptions(positive_jitter=0, max_real=None, negatives_per_frame=1, seed=seed)
     window, batch = config.tubes.window, config.runtime.feature_batch
-    groups: dict[str | None, list[str]] = {}
-    for name in engine.heads:  # an ensemble member's heads read its own crops, cut at its own size
-        groups.setdefault(head_member(name)[0], []).append(name)
     sources = {source.member: source for source in engine.bundle.feature_sources()}
     probs: dict[str, list[np.ndarray]] = {name: [] for name in engine.heads}
     labels: dict[str, np.ndarray] = {}
-    for member, names in groups.items():
+    for member, names in engine.head_groups.items():  # a member's heads read its own crops, cut at its own size
         source, extractor = sources[member], engine.extractors[member]
         crops = collect_crops([], images, source.config.input_size, config.tubes, options, progress=progress)
         smoke, background = int(crops.labels.sum()), int((crops.labels == 0).sum())

@@ -120,7 +120,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 
         images = read_yolo_folder(target.path, target.smoke_classes)
         detector = _detector_for(bundle, args.device or "cpu")
-        scores = evaluate_detector(detector, images, args.threshold, progress=None if not args.quiet else False)
+        threshold = bundle.config.detector.conf if args.threshold is None else args.threshold
+        scores = evaluate_detector(detector, images, threshold, progress=None if not args.quiet else False)
         print(json.dumps({"data": str(target.path), "model": str(bundle.path), **scores.to_json()}, indent=2))
         return 0
     if args.adopt:
@@ -343,7 +344,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", metavar="DIR", help="work folder for the assembled dataset and runs (default: next to --out)")
     p.add_argument("--finetune", action="store_true", help="continue from the --model bundle's detector weights instead of starting from scratch")
     p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of training")
-    p.add_argument("--threshold", type=probability, default=0.25, help="operating confidence for image-level precision/recall (default 0.25)")
+    p.add_argument("--threshold", type=probability,
+                   help="confidence at which an image counts as showing smoke, for image-level precision/recall (default: "
+                   "the bundle's detector.conf, the threshold the pipeline runs at; the detector keeps no box below it, so "
+                   "a lower one reads the same)")
     p.add_argument("--pack", metavar="FILE",
                    help="instead of training, write the dataset (shrunk to the detector's input size) and start weights into "
                    "FILE (.tgz) for `python -m training.detector_job run` on a GPU machine with only torch and ultralytics")

@@ -654,7 +654,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
             detector = _detector_for(bundle, "cpu")
             images = read_yolo_folder(folder)
             metrics[f"detector:{folder.name}"] = {
-                f"conf_{t}": evaluate_detector(detector, images, t, progress=progress).to_json() for t in (0.1, 0.25)
+                f"conf_{t}": evaluate_detector(detector, images, t, progress=progress).to_json()
+                for t in sorted({bundle.config.detector.conf, 0.1, 0.25})  # the operating threshold and two stricter ones
             }
             metrics[f"regions:{folder.name}"] = _region_scores(bundle, folder, list(HEAD_NAMES), progress)
     bundle.metadata.metrics = metrics

@@ -1,0 +1,43 @@
+"""`smokewatch train detector --eval DIR`: the detector's image-level scores on a YOLO image folder."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.bundle import ModelBundle
+
+LABELS = ["0 0.5 0.4 0.2 0.3\n", "", "0 0.3 0.5 0.1 0.2\n0 0.7 0.5 0.1 0.2\n", "", "0 0.5 0.5 0.3 0.3\n"]  # 3 smoke, 2 not
+
+
+def run_eval(*args, cwd):
+    run = subprocess.run([sys.executable, "-m", "service.cli", "train", "detector", "--eval", *map(str, args), "-q"],
+                         capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+@pytest.fixture(scope="module")
+def keep_every_box(tiny_bundle_dir, tmp_path_factory):
+    """The tiny bundle with its detector keeping boxes of any confidence, so every image gets some."""
+    bundle = ModelBundle.load(tiny_bundle_dir)
+    bundle.config = bundle.config.with_overrides({"detector.conf": 0.0})
+    return bundle.save(tmp_path_factory.mktemp("conf0") / "bundle")
+
+
+def test_images_are_scored_at_the_bundles_operating_threshold_unless_told(keep_every_box, make_yolo_folder, tmp_path):
+    folder = make_yolo_folder(tmp_path / "lookout", LABELS, size=(128, 96))
+    report = run_eval(folder, "--model", keep_every_box, cwd=tmp_path)
+    assert report["images"] == 5 and report["positives"] == 3
+    # at the bundle's own threshold (0 here) every image has a box: all smoke images found, both empty ones false alarms
+    assert report["threshold"] == 0.0
+    assert report["counts"] == {"tp": 3, "fp": 2, "tn": 0, "fn": 0}
+    assert report["precision"] == 0.6 and report["recall"] == 1.0
+    assert 0.0 <= report["mAP50"] <= 1.0
+
+    # an untrained detector is never sure: at 0.99 no image counts, and the ranking (mAP50) stays the same
+    strict = run_eval(folder, "--model", keep_every_box, "--threshold", "0.99", cwd=tmp_path)
+    assert strict["threshold"] == 0.99
+    assert strict["counts"] == {"tp": 0, "fp": 0, "tn": 2, "fn": 3}
+    assert strict["mAP50"] == report["mAP50"]

@@ -508,6 +508,25 @@ def _log(message: str) -> None:
     print(f"[train default {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _backbone_stage(bundle: ModelBundle, config: PipelineConfig, path: Path, wanted: dict, recipe: DefaultRecipe,
+                    learn_from: list[Path], options: BackboneOptions, label: str, progress: bool | None,
+                    announce: str | None = None) -> ModelBundle:
+    """A backbone of `config`'s architecture trained on crops around `bundle`'s detector, or the one
+    saved at `path` when it was trained with the same settings around the same detector: its crops
+    include that detector's false positives, so another detector's would not do."""
+    done = None if recipe.force else _stage_done(path, "extractor", wanted)
+    if done is not None and all(done.metadata.provenance.get(k) == bundle.metadata.provenance.get(k)
+                                for k in ("detector", "detector_finetune")):
+        _log(f"{label}: reusing {path}")
+        return done
+    if announce:
+        _log(announce)
+    trained = fresh_architecture(bundle, config)
+    train_backbone_stage(trained, learn_from, recipe.real, options, progress)
+    trained.metadata.provenance["extractor"]["inputs"] = wanted["inputs"]
+    return _saved(trained, path)
+
+
 def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     """Synthetic data -> detector -> backbone -> six heads -> decision tuning -> held-out scores -> bundle."""
     from pipeline.config import HEAD_NAMES
@@ -569,25 +588,16 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     extractor = config.extractor
     # the same clips the detector validated on (trained here, or taken from another bundle)
     split = detector_split(bundle.metadata.provenance, recipe.seed) if recipe.shared_validation else None
-    options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
-                              detector_positives=recipe.detector_positives,
-                              real_detector_negatives=recipe.real_detector_negatives, frames_per_clip=recipe.backbone_frames,
-                              weather=recipe.backbone_weather, split=split)
-    wanted = {"backbone": extractor.backbone, "input_size": extractor.input_size, "epochs": recipe.backbone_epochs,
-              "seed": recipe.seed, "inputs": inputs, "positives": _positives(options), "crop_frames": _crop_frames(options),
-              "augment": _augment(options), "split": split.to_json() if split else None}
-    backbone_options, backbone_wanted = options, wanted
-    done = None if recipe.force else _stage_done(ext_path, "extractor", wanted)
-    same_detector = all(done.metadata.provenance.get(k) == bundle.metadata.provenance.get(k)
-                        for k in ("detector", "detector_finetune")) if done is not None else False
-    _log(f"backbone: reusing {ext_path}" if same_detector else "backbone: training on smoke / not-smoke crops")
-    if same_detector:
-        bundle = done
-    else:
-        bundle = fresh_architecture(bundle, config)
-        train_backbone_stage(bundle, learn_from, recipe.real, options, progress)
-        bundle.metadata.provenance["extractor"]["inputs"] = inputs
-        bundle = _saved(bundle, ext_path)
+    backbone_options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
+                                       detector_positives=recipe.detector_positives,
+                                       real_detector_negatives=recipe.real_detector_negatives,
+                                       frames_per_clip=recipe.backbone_frames, weather=recipe.backbone_weather, split=split)
+    backbone_wanted = {"backbone": extractor.backbone, "input_size": extractor.input_size, "epochs": recipe.backbone_epochs,
+                       "seed": recipe.seed, "inputs": inputs, "positives": _positives(backbone_options),
+                       "crop_frames": _crop_frames(backbone_options), "augment": _augment(backbone_options),
+                       "split": split.to_json() if split else None}
+    bundle = _backbone_stage(bundle, config, ext_path, backbone_wanted, recipe, learn_from, backbone_options, "backbone", progress,
+                             announce="backbone: training on smoke / not-smoke crops")
 
     # a resumed stage brings the config it was saved with
     bundle.config = config.with_overrides({"extractor.change_cues": recipe.change_cues})
@@ -603,17 +613,9 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
     if recipe.member_crop_size:
         name = f"c{recipe.member_crop_size}"
         _log(f"ensemble member {name}: a backbone reading {recipe.member_crop_size} px crops, then its six heads")
-        member_path = work / f"bundle-ext-{name}"
-        done = None if recipe.force else _stage_done(member_path, "extractor", {**backbone_wanted, "input_size": recipe.member_crop_size})
-        if done is not None and all(done.metadata.provenance.get(k) == bundle.metadata.provenance.get(k)
-                                    for k in ("detector", "detector_finetune")):
-            _log(f"ensemble member {name}: reusing {member_path}")
-            member = done
-        else:
-            member = fresh_architecture(bundle, with_backbone(bundle.config, None, recipe.member_crop_size))
-            train_backbone_stage(member, learn_from, recipe.real, backbone_options, progress)
-            member.metadata.provenance["extractor"]["inputs"] = inputs
-            member = _saved(member, member_path)
+        member = _backbone_stage(bundle, with_backbone(bundle.config, None, recipe.member_crop_size), work / f"bundle-ext-{name}",
+                                 {**backbone_wanted, "input_size": recipe.member_crop_size}, recipe, learn_from,
+                                 backbone_options, f"ensemble member {name}", progress)
         member.config = with_backbone(bundle.config, None, recipe.member_crop_size)  # change cues as the main heads
         train_verifier_stage(member, head_data, list(HEAD_NAMES), replace(options, cache_dir=work / f"window-cache-{name}"), progress)
         member_heads = bundle.add_member(name, member)

@@ -65,6 +65,11 @@ class BackboneOptions:
     # was trained; measured in training/EXPERIMENTS.md ("Off-centre positives").
     positive_jitter: int = 0
     detector_positives: bool = False
+    # Extra shifted and rescaled positives for small smoke boxes only (at most SMALL_BOX_PX tall), on
+    # top of `positive_jitter`: the plumes the shipped bundle misses are small ones its heads score
+    # low (README, "What it scores"), while they are a minority of the crops the backbone learns from.
+    # Off here; `train default` asks for 2 (DefaultRecipe.small_positive_jitter).
+    small_jitter: int = 0
     # The detector's false positives on the real images as negatives too, not only on synthetic
     # frames: real texture (bark, foliage, glare) is what a detector trained on synthetic plumes
     # mistakes for smoke on real footage, and the synthetic scenes hold none of it.
@@ -101,6 +106,7 @@ def _jittered(box: Box, width: int, height: int, rng: random.Random) -> Box:
     return Box(max(0.0, cx - w), max(0.0, cy - h), min(float(width), cx + w), min(float(height), cy + h))
 
 
+SMALL_BOX_PX = 48  # a smoke box at most this tall (source pixels) is small (BackboneOptions.small_jitter)
 FALSE_POSITIVE_SHARE = 0.1  # a detector box with less of its area on labelled smoke is a false positive
 
 
@@ -128,12 +134,20 @@ def collect_crops(
     counts = {"synthetic_positive": 0, "synthetic_positive_jittered": 0, "detector_true_positive": 0, "synthetic_negative": 0,
               "detector_false_positive": 0, "real_positive": 0, "real_positive_jittered": 0, "real_negative": 0,
               "real_detector_false_positive": 0}
+    if options.small_jitter:  # only when asked for, so records of backbones trained without it read as before
+        counts["small_positive_jittered"] = 0
 
     def add(image, region, label, group, key):
         crops.append(cut_crop(image, region, size))
         labels.append(label)
         groups.append(group)
         counts[key] += 1
+
+    def add_small(image, box, group):
+        if box.height <= SMALL_BOX_PX:
+            h, w = image.shape[:2]
+            for _ in range(options.small_jitter):
+                add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "small_positive_jittered")
 
     disable = None if progress is None else not progress
     for group, item in enumerate(tqdm(synthetic, desc="crops: synthetic", unit="clip", disable=disable)):
@@ -149,6 +163,7 @@ def collect_crops(
                 add(image, expand_region(box, tubes, w, h), 1, group, "synthetic_positive")
                 for _ in range(options.positive_jitter):
                     add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "synthetic_positive_jittered")
+                add_small(image, box, group)
             for det in dets[:3]:
                 overlap = _smoke_share(det.box, truth)
                 if overlap < FALSE_POSITIVE_SHARE:
@@ -176,6 +191,7 @@ def collect_crops(
             add(image, expand_region(box, tubes, w, h), 1, group, "real_positive")
             for _ in range(options.positive_jitter):  # as many as the synthetic ones, or real smoke loses weight
                 add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "real_positive_jittered")
+            add_small(image, box, group)
         region = _random_region(w, h, rng, truth, tubes)
         if region is not None:
             add(image, region, 0, group, "real_negative")
@@ -219,7 +235,7 @@ def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: Backbo
     model = model.to(memory_format=layout)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(neg / pos, device=device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
-    steps = options.epochs * int(np.ceil(len(train_idx) / options.batch_size))
+    steps = options.epochs * len(_batches(train_idx, options.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.lr, total_steps=max(steps, 1), pct_start=0.15)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
@@ -241,11 +257,10 @@ def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: Backbo
     for epoch in range(options.epochs):
         model.train()
         order = rng.permutation(train_idx)
-        bar = tqdm(range(0, len(order), options.batch_size), desc=f"backbone epoch {epoch + 1}/{options.epochs}", unit="batch",
+        bar = tqdm(_batches(order, options.batch_size), desc=f"backbone epoch {epoch + 1}/{options.epochs}", unit="batch",
                    disable=None if progress is None else not progress)
         running = 0.0
-        for i in bar:
-            idx = order[i : i + options.batch_size]
+        for i, idx in enumerate(bar):
             loss = loss_fn(model(batch_tensor(idx, True)).squeeze(1), labels[idx].to(device))
             optimiser.zero_grad()
             loss.backward()
@@ -295,6 +310,15 @@ def weathered(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 255)
 
 
+def _batches(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """`indices` in batches of `batch_size`, a last batch of one joined to the one before: in training
+    mode BatchNorm refuses a batch of one after pooling, and crop counts are whatever the data gives."""
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [np.concatenate(chunks[-2:])]
+    return chunks
+
+
 @torch.no_grad()
 def _recalibrate_batch_norm(model: nn.Module, batch_tensor, indices: np.ndarray, batch_size: int) -> None:
     """Set every BatchNorm's running mean and variance to a plain average over `indices`.
@@ -312,10 +336,7 @@ def _recalibrate_batch_norm(model: nn.Module, batch_tensor, indices: np.ndarray,
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the batches below
     model.train()
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    if len(chunks) > 1 and len(chunks[-1]) == 1:  # BatchNorm refuses a batch of one after pooling
-        chunks[-2:] = [np.concatenate(chunks[-2:])]
-    for chunk in chunks:
+    for chunk in _batches(indices, batch_size):
         model(batch_tensor(chunk, False))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum

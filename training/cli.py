@@ -443,6 +443,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    "off by default, as in the shipped bundle")
     p.add_argument("--positive-jitter", type=non_negative_int, default=0,
                    help="extra backbone positives per smoke box, shifted and rescaled as proposals sit on a plume (default 0)")
+    p.add_argument("--small-positive-jitter", type=non_negative_int, default=2, metavar="N",  # DefaultRecipe.small_positive_jitter
+                   help="extra backbone positives per smoke box at most 48 px tall, shifted and rescaled, for the small "
+                   "plumes the heads find hardest (0 turns it off; default %(default)s, as the shipped backbones)")
     p.add_argument("--detector-positives", action="store_true",
                    help="also teach the backbone the detector's own boxes on plumes as smoke (off by default)")
     p.add_argument("--backbone-frames", type=positive_int, metavar="N",
@@ -504,7 +507,8 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         train_clips=args.clips, detector_hours=args.detector_hours, detector_epochs=args.detector_epochs,
         finetune_epochs=args.finetune_epochs, finetune_hours=args.finetune_hours,
         head_clips=args.head_clips, tune_clips=args.tune_clips, change_cues=args.change_cues,
-        positive_jitter=args.positive_jitter, detector_positives=args.detector_positives, track_scorer=args.track_scorer,
+        positive_jitter=args.positive_jitter, small_positive_jitter=args.small_positive_jitter,
+        detector_positives=args.detector_positives, track_scorer=args.track_scorer,
         scorer_flow=args.scorer_flow, scorer_min_heads=args.scorer_min_heads,
         real_detector_negatives=args.real_detector_negatives, backbone_weather=args.backbone_weather,
         landmarks=args.landmarks, shared_validation=args.shared_validation, still_regions=args.still_regions,

@@ -169,9 +169,11 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     train_default(replace(recipe, out=tmp_path / "jittered", positive_jitter=1, detector_positives=True), progress=False)
     assert stages[0].stat().st_mtime_ns == saved[0] and stages[1].stat().st_mtime_ns != saved[1]
     record = ModelBundle.load(tmp_path / "work" / "bundle-ext").metadata.provenance["extractor"]
-    assert record["positives"] == {"jitter": 1, "detector": True}
+    assert record["positives"] == {"jitter": 1, "detector": True, "small_jitter": 2}
     assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0
-    assert "positives" not in ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]
+    # by default the small plumes' extra crops alone, as the shipped backbones were trained
+    assert ModelBundle.load(tmp_path / "out").metadata.provenance["extractor"]["positives"] == {
+        "jitter": 0, "detector": False, "small_jitter": 2}
 
     # --backbone-frames: crops cut from fewer (or more) frames of each clip are another backbone again;
     # --backbone-weather (crops seen through haze) too, and the record says which

@@ -267,6 +267,47 @@ def test_backbone_positives_include_off_centre_crops_of_each_plume(synth_dir):
     assert len({(round(b.x1), round(b.y1), round(b.x2)) for b in boxes}) > 100, "the boxes vary"
 
 
+def test_small_smoke_boxes_alone_get_extra_backbone_positives(tmp_path, make_yolo_folder, synth_dir):
+    """Asked for, a smoke box at most 48 px tall gives `small_jitter` more positives and a taller one
+    none; off, the record reads as one written before the option existed."""
+    from training.backbone import SMALL_BOX_PX
+
+    # 30 px and 80 px tall smoke boxes in 200 x 160 images
+    root = make_yolo_folder(tmp_path / "real", ["1 0.5 0.5 0.2 0.1875\n", "1 0.5 0.5 0.5 0.5\n"], size=(200, 160))
+    real = read_yolo_folder(root, {1})
+    assert [b.height <= SMALL_BOX_PX for image in real for b in image.boxes(200, 160)] == [True, False]
+    tubes = PipelineConfig().tubes
+    plain = collect_crops([], real, 32, tubes, BackboneOptions())
+    small = collect_crops([], real, 32, tubes, BackboneOptions(small_jitter=3))
+    assert "small_positive_jittered" not in plain.counts
+    assert small.counts["small_positive_jittered"] == 3 and small.counts["real_positive"] == plain.counts["real_positive"] == 2
+    assert int(small.labels.sum()) == 5 and int(plain.labels.sum()) == 2
+    assert small.group[small.labels == 1].tolist() == [0, 0, 0, 0, 1], "the extra crops belong to the image with the small box"
+
+    items = read_manifest(synth_dir)
+    before = collect_crops(items, [], 32, tubes, BackboneOptions(frames_per_clip=3))
+    synthetic = collect_crops(items, [], 32, tubes, BackboneOptions(frames_per_clip=3, small_jitter=2))
+    assert synthetic.counts["synthetic_positive"] == before.counts["synthetic_positive"]
+    assert 0 < synthetic.counts["small_positive_jittered"] <= 2 * before.counts["synthetic_positive"]
+    assert synthetic.counts["small_positive_jittered"] % 2 == 0
+
+
+def test_backbone_trains_when_the_crops_leave_a_last_batch_of_one():
+    """Crop counts are whatever the data gives; 11 training crops in batches of 5 leave one over,
+    which BatchNorm refuses on its own in training mode. It joins the batch before instead."""
+    from pipeline.config import ExtractorConfig
+    from pipeline.models import build_backbone
+    from training.backbone import CropSet, train_backbone
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
+    data = CropSet(crops, np.array([0, 1] * 6), np.arange(12), group_keys=[f"s{i}" for i in range(12)])
+    net = build_backbone(ExtractorConfig(backbone="mobilenet_v3_small", input_size=32), load_weights=False)
+    report = train_backbone(net.module, net.dim, data, BackboneOptions(epochs=1, batch_size=5, val_fraction=0.1))
+    assert report["crops"]["train"] == 11 and report["crops"]["val"] == 1
+    assert len(report["history"]) == 1 and report["history"][0]["train_loss"] > 0
+
+
 def test_detector_boxes_that_miss_real_smoke_become_backbone_negatives(real_dir):
     """A detector trained on synthetic plumes fires on real texture (bark, foliage) that no synthetic
     scene holds; asked to, the backbone learns those boxes on the real images as not smoke, but never

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -518,6 +519,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         backbone=args.backbone, crop_size=args.crop_size, member_crop_size=args.member_crop_size,
     )
     recipe.config()  # a crop side out of range is said now, not after the synthetic clips are written
-    report = train_default(recipe, progress=None if not args.quiet else False)
+    command = shlex.join(["smokewatch", *args.argv]) if getattr(args, "argv", None) else "smokewatch train default"
+    report = train_default(recipe, progress=None if not args.quiet else False, command=command)
     print(json.dumps(report, indent=2, default=str))
     return 0

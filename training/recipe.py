@@ -535,7 +535,7 @@ def _backbone_stage(bundle: ModelBundle, config: PipelineConfig, path: Path, wan
     return _saved(trained, path)
 
 
-def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
+def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: str = "smokewatch train default") -> dict:
     """Synthetic data -> detector -> backbone -> six heads -> decision tuning -> held-out scores -> bundle."""
     from pipeline.config import HEAD_NAMES
 
@@ -680,7 +680,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None) -> dict:
         {
             "recipe": {k: (str(v) if isinstance(v, Path) else [str(r.path) for r in v] if k == "real" else v)
                        for k, v in vars(recipe).items() if k not in ("out", "work")},
-            "command": "smokewatch train default",
+            "command": command,  # as typed, so the record says which flags made the bundle
             "synthetic_data": {"train": [str(train_dir), recipe.train_seed], "tune": [str(tune_dir), recipe.tune_seed],
                                "test": [str(test_dir), recipe.test_seed],
                                **({"lookout": [str(work / "synth-lookout"), recipe.lookout_seed]} if recipe.finetune_epochs else {}),

@@ -166,8 +166,12 @@ def test_train_default_runs_every_stage_and_resumes(tmp_path, monkeypatch, tiny_
     assert all(head.spec.input_dim == bundle.feature_dim + CUE_DIM for head in bundle.heads.values())
 
     # off-centre positives need a backbone of their own: the stage saved without them is not reused
-    train_default(replace(recipe, out=tmp_path / "jittered", positive_jitter=1, detector_positives=True), progress=False)
+    typed = "smokewatch train default --positive-jitter 1 --detector-positives"
+    train_default(replace(recipe, out=tmp_path / "jittered", positive_jitter=1, detector_positives=True), progress=False, command=typed)
     assert stages[0].stat().st_mtime_ns == saved[0] and stages[1].stat().st_mtime_ns != saved[1]
+    # the bundle records the command as typed, flags and all
+    assert ModelBundle.load(tmp_path / "jittered").metadata.provenance["command"] == typed
+    assert ModelBundle.load(tmp_path / "out").metadata.provenance["command"] == "smokewatch train default"
     record = ModelBundle.load(tmp_path / "work" / "bundle-ext").metadata.provenance["extractor"]
     assert record["positives"] == {"jitter": 1, "detector": True, "small_jitter": 2}
     assert record["crops"]["synthetic_positive_jittered"] == record["crops"]["synthetic_positive"] > 0

@@ -143,11 +143,14 @@ def collect_crops(
         groups.append(group)
         counts[key] += 1
 
-    def add_small(image, box, group):
-        if box.height <= SMALL_BOX_PX:
-            h, w = image.shape[:2]
-            for _ in range(options.small_jitter):
-                add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "small_positive_jittered")
+    def add_jittered(image, box, group, key):
+        """The shifted and rescaled positives `box` is owed (_jittered): `positive_jitter` for any box,
+        `small_jitter` more for a small one."""
+        h, w = image.shape[:2]
+        small = options.small_jitter if box.height <= SMALL_BOX_PX else 0
+        for name, count in ((key, options.positive_jitter), ("small_positive_jittered", small)):
+            for _ in range(count):
+                add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, name)
 
     disable = None if progress is None else not progress
     for group, item in enumerate(tqdm(synthetic, desc="crops: synthetic", unit="clip", disable=disable)):
@@ -161,9 +164,7 @@ def collect_crops(
             truth = frame_boxes(item, index, w, h) or []
             for box in truth:
                 add(image, expand_region(box, tubes, w, h), 1, group, "synthetic_positive")
-                for _ in range(options.positive_jitter):
-                    add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "synthetic_positive_jittered")
-                add_small(image, box, group)
+                add_jittered(image, box, group, "synthetic_positive_jittered")
             for det in dets[:3]:
                 overlap = _smoke_share(det.box, truth)
                 if overlap < FALSE_POSITIVE_SHARE:
@@ -189,9 +190,7 @@ def collect_crops(
         group = offset + index
         for box in truth[:3]:
             add(image, expand_region(box, tubes, w, h), 1, group, "real_positive")
-            for _ in range(options.positive_jitter):  # as many as the synthetic ones, or real smoke loses weight
-                add(image, expand_region(_jittered(box, w, h, rng), tubes, w, h), 1, group, "real_positive_jittered")
-            add_small(image, box, group)
+            add_jittered(image, box, group, "real_positive_jittered")  # as many as the synthetic ones, or real smoke loses weight
         region = _random_region(w, h, rng, truth, tubes)
         if region is not None:
             add(image, region, 0, group, "real_negative")

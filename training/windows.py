@@ -223,6 +223,24 @@ def window_on_smoke(item: ManifestItem, window: WindowResult, width: int, height
     return shows_smoke(item, window.frame_index, region, frame_boxes(item, window.frame_index, width, height))
 
 
+def smoke_share(item: ManifestItem, window: WindowResult, width: int, height: int) -> float:
+    """How much of a window's region the smoke fills at its last frame: the largest share of the
+    region's area covered by a ground-truth box the region holds (`shows_smoke`); 0.0 when the window
+    is not on smoke, 1.0 when the item has no per-frame boxes (the frame's truth is all we know).
+
+    A region can hold a whole plume and still not show it: a 10 px wisp inside the square cut
+    around a 270 px ridge band is 3 px once the crop is resized for the backbone."""
+    if not item.smoke_at(window.frame_index):
+        return 0.0
+    boxes = frame_boxes(item, window.frame_index, width, height)
+    if boxes is None:
+        return 1.0
+    region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
+    area = max((region[2] - region[0]) * (region[3] - region[1]), 1)
+    held = [o * b.area / area for b in boxes if (o := _overlap(region, b)) >= MIN_OVERLAP]
+    return max(held, default=0.0)
+
+
 def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str, still: int = 0) -> str:
     cfg = engine.config
     stat = item.path.stat()

@@ -132,6 +132,33 @@ def test_a_missed_smoke_item_is_put_down_to_the_stage_that_lost_it(tmp_path):
     assert scored[1].to_json()["best_heads_mean"] == 0.4
 
 
+def test_a_plume_held_only_as_a_speck_is_a_miss_of_the_proposals(tmp_path):
+    """A region around a ridge band can hold a whole 5 px wisp and still show the heads a speck:
+    such windows are counted apart, and the miss goes to the proposals, not the scores; a region
+    cut tight on the same wisp is a miss of the scores."""
+    boxes = tmp_path / "labels"
+    boxes.mkdir()
+    for frame in range(2, 6):  # a 5 x 5 px plume at (17.5, 17.5) in a 100 x 100 source: 0.25 % of the frame
+        (boxes / f"{frame:06d}.txt").write_text("0 0.2 0.2 0.05 0.05\n")
+    whole, tight = Box(0, 0, 100, 100), Box(15, 15, 25, 25)
+
+    def boxed(windows):
+        t = trace([()] * 6, windows, smoke_from=2)
+        t.item = replace(t.item, boxes_dir=boxes)
+        return t
+
+    wide = boxed([window(f, 0.3, box=whole) for f in range(6)])
+    close = boxed([window(f, 0.3, box=whole) for f in range(6)] + [window(4, 0.4, box=tight, track=1)])
+    assert wide.on_smoke.tolist() == [False, False, True, True, True, True]  # as the heads' training labels it
+    assert not wide.smoke_in_sight.any() and close.smoke_in_sight.tolist() == [False] * 6 + [True]
+    assert close.smoke_shares[-1] == pytest.approx(25 / 100)
+    ev = score_traces([wide, close], ["lstm"], DecisionConfig(threshold=0.5, confirm_k=1, confirm_n=1), VoteOptions(frames=4))
+    wide_miss, close_miss = (o["lstm"].miss for o in ev.outcomes)
+    assert (wide_miss.stage, wide_miss.windows_on_smoke, wide_miss.speck_windows, wide_miss.best_score) == ("proposals", 0, 4, None)
+    assert (close_miss.stage, close_miss.windows_on_smoke, close_miss.regions_on_smoke) == ("scores", 1, 1)
+    assert close_miss.best_score == 0.4 and close_miss.to_json()["speck_windows"] == 4
+
+
 # --- the command, end to end ----------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.records import Detection, SourceInfo, StageTimes, WindowResult
 from training.datasets import ManifestItem
 from training.metrics import BinaryScores, DelaySummary, DetectionDelay
-from training.windows import window_on_smoke
+from training.windows import smoke_share
 
 from . import DEFAULT_VOTE_THRESHOLD, LEVELS  # noqa: F401 - LEVELS is re-exported for the other modules
 
@@ -106,12 +106,22 @@ class ItemTrace:
         return self.item.smoke_from or 0
 
     @cached_property
+    def smoke_shares(self) -> np.ndarray:
+        """How much of each window's region the smoke fills at its last frame (`smoke_share`). Only
+        what a miss is put down to reads it; the rows' window-level scores keep `window_truth`."""
+        width, height = self.source.width, self.source.height
+        return np.array([smoke_share(self.item, w, width, height) for w in self.windows], dtype=float)
+
+    @property
     def on_smoke(self) -> np.ndarray:
         """Whether each window's region holds the smoke at its last frame, judged as the heads'
-        training windows are (ground-truth boxes where the item has them, else the frame's truth).
-        Only what a miss is put down to reads it; the rows' window-level scores keep `window_truth`."""
-        width, height = self.source.width, self.source.height
-        return np.array([window_on_smoke(self.item, w, width, height) for w in self.windows], dtype=bool)
+        training windows are (ground-truth boxes where the item has them, else the frame's truth)."""
+        return self.smoke_shares > 0
+
+    @property
+    def smoke_in_sight(self) -> np.ndarray:
+        """Windows on the smoke whose region it fills enough to be seen in the crop (MIN_SIGHT)."""
+        return self.smoke_shares >= MIN_SIGHT
 
     def window_truth(self) -> np.ndarray:
         """Truth of each window: whether its last frame shows smoke."""
@@ -158,8 +168,12 @@ class ItemDecision:
 
 MissStage = Literal["proposals", "scores", "confirmation"]
 MISS_STAGES: tuple[MissStage, ...] = ("proposals", "scores", "confirmation")
+# Share of a region's area the smoke must fill for a miss not to be put down to the proposals: 1 % is
+# an 11 px square in the backbone's 112 px crop; below it the heads were shown a speck (`smoke_share`).
+MIN_SIGHT = 0.01
 MISS_MEANINGS = {
-    "proposals": "no window's region held the smoke: the detector and motion proposals never put a region on it",
+    "proposals": "no window's region held the smoke, or held it only as a speck (under 1 % of its area): "
+                 "the detector and motion proposals never put a region on it",
     "scores": "regions held the smoke, but the row's score there stayed below its threshold",
     "confirmation": "windows on the smoke passed the threshold, but never k of n in one region",
 }
@@ -171,18 +185,20 @@ class Miss:
     the stage to improve is named (the proposals, the heads or scorer, or the k-of-n rule)."""
 
     stage: MissStage
-    windows_on_smoke: int
+    windows_on_smoke: int  # windows whose region showed the smoke (filled at least MIN_SIGHT of it)
     regions_on_smoke: int
     best_score: float | None  # the row's highest score on those windows; None when there were none
     # track scorer only: the highest mean p of the heads it reads on those windows
     best_heads_mean: float | None = None
+    speck_windows: int = 0  # windows whose region held the smoke but too small to see (not counted above)
 
     def to_json(self) -> dict:
         def rounded(value: float | None) -> float | None:
             return None if value is None else round(value, 4)
 
         return {"stage": self.stage, "windows_on_smoke": self.windows_on_smoke, "regions_on_smoke": self.regions_on_smoke,
-                "best_score": rounded(self.best_score), "best_heads_mean": rounded(self.best_heads_mean)}
+                "best_score": rounded(self.best_score), "best_heads_mean": rounded(self.best_heads_mean),
+                "speck_windows": self.speck_windows}
 
 
 @dataclass

@@ -106,15 +106,17 @@ def item_outcome(trace: ItemTrace, decision: ItemDecision, threshold: float | No
 def locate_miss(trace: ItemTrace, decision: ItemDecision, threshold: float, reads: tuple[str, ...] = ()) -> Miss:
     """The first stage of the data flow the smoke did not get through for this row. For the track
     scorer (`reads` its heads) it also keeps the heads' best mean p on the smoke, which tells a
-    plume the heads did not see from one the scorer's trees turned down."""
-    on = trace.on_smoke
+    plume the heads did not see from one the scorer's trees turned down. Windows whose region held
+    the smoke only as a speck count as no proposal: no head could have seen it there."""
+    on = trace.smoke_in_sight
+    specks = int((trace.on_smoke & ~on).sum())
     if not on.any():
-        return Miss("proposals", 0, 0, None)
+        return Miss("proposals", 0, 0, None, speck_windows=specks)
     best = float(decision.window_score[on].max())
     windows = [w for w, hit in zip(trace.windows, on) if hit]
     heads = max(sum(w.head_probs[h] for h in reads) / len(reads) for w in windows) if reads else None
     stage = "scores" if best < threshold else "confirmation"
-    return Miss(stage, len(windows), len({w.track_id for w in windows}), best, heads)
+    return Miss(stage, len(windows), len({w.track_id for w in windows}), best, heads, specks)
 
 
 def row_threshold(spec: RowSpec, decision: DecisionConfig) -> float | None:

@@ -217,10 +217,7 @@ def shows_smoke(item: ManifestItem, frame_index: int, region: tuple, boxes: list
 
 def window_on_smoke(item: ManifestItem, window: WindowResult, width: int, height: int) -> bool:
     """`shows_smoke` for a window the engine judged: its region at its last frame."""
-    if not item.smoke_at(window.frame_index):
-        return False  # no need to read the frame's boxes
-    region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
-    return shows_smoke(item, window.frame_index, region, frame_boxes(item, window.frame_index, width, height))
+    return smoke_share(item, window, width, height) > 0
 
 
 def smoke_share(item: ManifestItem, window: WindowResult, width: int, height: int) -> float:
@@ -231,7 +228,7 @@ def smoke_share(item: ManifestItem, window: WindowResult, width: int, height: in
     A region can hold a whole plume and still not show it: a 10 px wisp inside the square cut
     around a 270 px ridge band is 3 px once the crop is resized for the backbone."""
     if not item.smoke_at(window.frame_index):
-        return 0.0
+        return 0.0  # no need to read the frame's boxes
     boxes = frame_boxes(item, window.frame_index, width, height)
     if boxes is None:
         return 1.0

@@ -173,7 +173,7 @@ MISS_STAGES: tuple[MissStage, ...] = ("proposals", "scores", "confirmation")
 MIN_SIGHT = 0.01
 MISS_MEANINGS = {
     "proposals": "no window's region held the smoke, or held it only as a speck (under 1 % of its area): "
-                 "the detector and motion proposals never put a region on it",
+                 "the detector and motion proposals never put a region on it that shows it",
     "scores": "regions held the smoke, but the row's score there stayed below its threshold",
     "confirmation": "windows on the smoke passed the threshold, but never k of n in one region",
 }

@@ -208,11 +208,19 @@ class LabellingSession(Session):
 def shows_smoke(item: ManifestItem, frame_index: int, region: tuple, boxes: list | None) -> bool:
     """Whether a window's region shows smoke at its last frame: the frame shows smoke and the region
     holds enough of one of its ground-truth boxes (`boxes`, from `frame_boxes`)."""
+    return _filled(item, frame_index, region, boxes) > 0
+
+
+def _filled(item: ManifestItem, frame_index: int, region: tuple, boxes: list | None) -> float:
+    """The largest share of the region's area covered by a ground-truth box it holds (MIN_OVERLAP of
+    the box); 0.0 on a frame without smoke, 1.0 without per-frame boxes (the frame's truth is all we know)."""
     if not item.smoke_at(frame_index):
-        return False
-    if boxes is None:  # no per-frame boxes: the frame's truth is all we know
-        return True
-    return any(_overlap(region, b) >= MIN_OVERLAP for b in boxes)
+        return 0.0
+    if boxes is None:
+        return 1.0
+    area = max((region[2] - region[0]) * (region[3] - region[1]), 1)
+    held = [o * b.area / area for b in boxes if (o := _overlap(region, b)) >= MIN_OVERLAP]
+    return max(held, default=0.0)
 
 
 def window_on_smoke(item: ManifestItem, window: WindowResult, width: int, height: int) -> bool:
@@ -221,21 +229,14 @@ def window_on_smoke(item: ManifestItem, window: WindowResult, width: int, height
 
 
 def smoke_share(item: ManifestItem, window: WindowResult, width: int, height: int) -> float:
-    """How much of a window's region the smoke fills at its last frame: the largest share of the
-    region's area covered by a ground-truth box the region holds (`shows_smoke`); 0.0 when the window
-    is not on smoke, 1.0 when the item has no per-frame boxes (the frame's truth is all we know).
+    """How much of a window's region the smoke fills at its last frame (`_filled`).
 
     A region can hold a whole plume and still not show it: a 10 px wisp inside the square cut
     around a 270 px ridge band is 3 px once the crop is resized for the backbone."""
     if not item.smoke_at(window.frame_index):
         return 0.0  # no need to read the frame's boxes
-    boxes = frame_boxes(item, window.frame_index, width, height)
-    if boxes is None:
-        return 1.0
     region = (window.region.x1, window.region.y1, window.region.x2, window.region.y2)
-    area = max((region[2] - region[0]) * (region[3] - region[1]), 1)
-    held = [o * b.area / area for b in boxes if (o := _overlap(region, b)) >= MIN_OVERLAP]
-    return max(held, default=0.0)
+    return _filled(item, window.frame_index, region, frame_boxes(item, window.frame_index, width, height))
 
 
 def _cache_key(engine: Engine, item: ManifestItem, bundle_fingerprint: str, still: int = 0) -> str:

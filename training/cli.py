@@ -116,6 +116,10 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         from training.recipe import _detector_for
 
         bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
+        if args.arch:
+            raise ConfigError("--eval scores the --model bundle's own detector; --arch only chooses what to train")
+        if args.imgsz:
+            bundle.config = bundle.config.with_overrides({"detector.imgsz": args.imgsz})
         target = RealSet.parse(args.eval)
         from training.datasets import read_yolo_folder
 
@@ -123,7 +127,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         detector = _detector_for(bundle, args.device or "cpu")
         threshold = bundle.config.detector.conf if args.threshold is None else args.threshold
         scores = evaluate_detector(detector, images, threshold, progress=None if not args.quiet else False)
-        print(json.dumps({"data": str(target.path), "model": str(bundle.path), **scores.to_json()}, indent=2))
+        print(json.dumps({"data": str(target.path), "model": str(bundle.path), "imgsz": bundle.config.detector.imgsz,
+                          **scores.to_json()}, indent=2))
         return 0
     if args.adopt:
         return _adopt_detector(args)

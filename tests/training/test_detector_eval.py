@@ -41,3 +41,18 @@ def test_images_are_scored_at_the_bundles_operating_threshold_unless_told(keep_e
     assert strict["threshold"] == 0.99
     assert strict["counts"] == {"tp": 0, "fp": 0, "tn": 2, "fn": 3}
     assert strict["mAP50"] == report["mAP50"]
+
+
+def test_the_input_size_can_be_changed_for_the_evaluation_alone(keep_every_box, make_yolo_folder, tmp_path):
+    folder = make_yolo_folder(tmp_path / "lookout", LABELS, size=(128, 96))
+    shipped_size = ModelBundle.load(keep_every_box).config.detector.imgsz
+    assert run_eval(folder, "--model", keep_every_box, cwd=tmp_path)["imgsz"] == shipped_size
+    larger = run_eval(folder, "--model", keep_every_box, "--imgsz", shipped_size + 32, cwd=tmp_path)
+    assert larger["imgsz"] == shipped_size + 32 and larger["images"] == 5
+    # the bundle on disk keeps its own size: the override is for this evaluation only
+    assert ModelBundle.load(keep_every_box).config.detector.imgsz == shipped_size
+
+    refused = subprocess.run([sys.executable, "-m", "service.cli", "train", "detector", "--eval", str(folder),
+                              "--model", str(keep_every_box), "--arch", "yolov8s", "-q"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert refused.returncode != 0 and "--arch only chooses what to train" in refused.stderr

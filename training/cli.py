@@ -115,9 +115,9 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         from training.datasets import RealSet
         from training.recipe import _detector_for
 
-        bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
         if args.arch:
             raise ConfigError("--eval scores the --model bundle's own detector; --arch only chooses what to train")
+        bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
         if args.imgsz:
             bundle.config = bundle.config.with_overrides({"detector.imgsz": args.imgsz})
         target = RealSet.parse(args.eval)

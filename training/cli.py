@@ -349,7 +349,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--work", metavar="DIR", help="work folder for the assembled dataset and runs (default: next to --out)")
     p.add_argument("--finetune", action="store_true", help="continue from the --model bundle's detector weights instead of starting from scratch")
-    p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of training")
+    p.add_argument("--eval", metavar="DIR", help="score the --model bundle's detector on a YOLO image folder instead of "
+                   "training: image-level precision and recall, mAP50, and how often its boxes lie on the smoke ('located')")
     p.add_argument("--threshold", type=probability,
                    help="confidence at which an image counts as showing smoke, for image-level precision/recall (default: "
                    "the bundle's detector.conf, the threshold the pipeline runs at; the detector keeps no box below it, so "

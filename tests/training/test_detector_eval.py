@@ -35,12 +35,20 @@ def test_images_are_scored_at_the_bundles_operating_threshold_unless_told(keep_e
     assert report["counts"] == {"tp": 3, "fp": 2, "tn": 0, "fn": 0}
     assert report["precision"] == 0.6 and report["recall"] == 1.0
     assert 0.0 <= report["mAP50"] <= 1.0
+    # whether the boxes point at the smoke: an image is flagged exactly when it counts as predicted smoke,
+    # and every box that matches a smoke box by IoU lies on it
+    located = report["located"]
+    assert located["images_flagged"] == 5 and located["images_located"] <= 3
+    assert located["recall"] == pytest.approx(located["images_located"] / 3, abs=1e-4)
+    assert located["precision"] == pytest.approx(located["images_located"] / 5, abs=1e-4)
+    assert located["boxes_on_smoke"] >= round(report["box_precision"] * located["boxes"])
 
     # an untrained detector is never sure: at 0.99 no image counts, and the ranking (mAP50) stays the same
     strict = run_eval(folder, "--model", keep_every_box, "--threshold", "0.99", cwd=tmp_path)
     assert strict["threshold"] == 0.99
     assert strict["counts"] == {"tp": 0, "fp": 0, "tn": 2, "fn": 3}
     assert strict["mAP50"] == report["mAP50"]
+    assert strict["located"]["images_flagged"] == 0 and strict["located"]["recall"] == 0.0
 
 
 def test_the_input_size_can_be_changed_for_the_evaluation_alone(keep_every_box, make_yolo_folder, tmp_path):

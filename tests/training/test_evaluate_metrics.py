@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
+from pipeline.records import Box
+
 from training.metrics import (
     DetectionDelay,
     binary_scores,
     detection_delay,
     f1_difference_interval,
     f1_interval,
+    located_scores,
+    match_boxes,
     precision_recall_curve,
     step_average_precision,
     summarize_delays,
@@ -163,3 +167,39 @@ def test_f1_interval_refuses_what_it_cannot_compute():
         f1_interval([1, 0], [1, 0], level=1.0)
     empty = f1_interval([], [])
     assert (empty.low, empty.high) == (0.0, 0.0)
+
+
+def test_a_box_on_the_plumes_core_lies_on_the_smoke_where_iou_says_it_missed():
+    """Lookout labels take in the whole drifting plume; a detector often boxes its dense core. That
+    box points at the smoke, and a box twice the plume's size or beside it does not."""
+    plume = Box(100, 50, 300, 150)  # a loose label, 200 x 100
+    core = Box(120, 80, 180, 140)  # inside it, a tenth of its area: IoU 0.18
+    beside = Box(280, 50, 380, 150)  # a fifth of it on the plume
+    around = Box(0, 0, 400, 200)  # holds the plume, four times its area
+    predictions = [[(core, 0.3)], [(beside, 0.9), (around, 0.8)], [(Box(0, 0, 20, 20), 0.6)], [(core, 0.01)]]
+    truths = [[plume], [plume], [], [plume]]
+
+    _, iou_hits, _ = match_boxes(predictions, truths, 0.5)
+    assert not any(iou_hits)  # by IoU 0.5 nothing was found
+
+    scores = located_scores(predictions, truths, threshold=0.05)
+    # flagged: the first three images (the fourth's box is under the threshold); located: the first alone
+    assert (scores.flagged, scores.located, scores.smoke_images) == (3, 1, 3)
+    assert scores.precision == pytest.approx(1 / 3)  # the off-smoke image and the empty one are false flags
+    assert scores.recall == pytest.approx(1 / 3)
+    assert (scores.boxes, scores.boxes_on_smoke) == (4, 1)
+
+    # at a threshold under the fourth image's box, that image is found too
+    assert located_scores(predictions, truths, threshold=0.0).located == 2
+
+
+def test_every_iou_match_lies_on_the_smoke():
+    plume = Box(10, 10, 60, 40)
+    shifted = Box(14, 12, 62, 44)
+    assert shifted.iou(plume) >= 0.5
+    assert located_scores([[(shifted, 0.5)]], [[plume]], 0.1).boxes_on_smoke == 1
+
+
+def test_located_scores_refuse_mismatched_images():
+    with pytest.raises(ValueError, match="images"):
+        located_scores([[]], [[], []], 0.1)

@@ -367,12 +367,16 @@ class PipelineConfig(StrictModel):
         """Copy with dotted-key overrides applied (``{"decision.threshold": 0.7}``), validated.
 
         A mapping given for a section (``{"decision": {"threshold": 0.7}}``) is merged key by key, so
-        the section's other settings (a bundle's tuned k of n, say) are kept, not reset to defaults."""
+        the section's other settings (a bundle's tuned k of n, say) are kept, not reset to defaults.
+        An optional section left unset (``detector.tiles: null``) is switched on by setting one of its
+        keys; its other keys take their defaults."""
         data = self.model_dump(mode="json")
         for dotted, value in flatten_overrides(overrides).items():
             node = data
             *parents, leaf = dotted.split(".")
             for key in parents:
+                if key in node and node[key] is None:
+                    node[key] = {}
                 if not isinstance(node.get(key), dict):
                     raise ConfigError(f"unknown config section '{key}' in override '{dotted}'")
                 node = node[key]

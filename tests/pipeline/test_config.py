@@ -73,3 +73,19 @@ def test_a_section_override_keeps_the_sections_other_settings():
     assert (changed.decision.threshold, changed.decision.confirm_k, changed.decision.confirm_n) == (0.7, 2, 3)
     assert (changed.detector.conf, changed.detector.imgsz) == (0.2, 384)
     assert override_bundle_config(tuned, {"decision": {}}) == tuned
+
+
+def test_an_unset_optional_section_is_switched_on_by_one_of_its_keys():
+    """Tiles are off by default (detector.tiles: null); `--set detector.tiles.size=960` turns them on,
+    the tiles' other settings at their defaults, the detector's own settings kept."""
+    config = PipelineConfig().with_overrides({"detector.imgsz": 384})
+    assert config.detector.tiles is None
+    tiled = override_bundle_config(config, {"detector.tiles.size": 960})
+    assert tiled.detector.tiles is not None and tiled.detector.tiles.size == 960
+    assert tiled.detector.tiles.overlap == 64 and tiled.detector.tiles.include_full_frame
+    assert tiled.detector.imgsz == 384
+    assert override_bundle_config(tiled, {"detector.tiles": None}).detector.tiles is None
+    with pytest.raises(ConfigError, match="overlap"):
+        override_bundle_config(config, {"detector.tiles.size": 64})  # the default overlap would not fit
+    with pytest.raises(ConfigError, match="unknown config section 'tyles'"):
+        override_bundle_config(config, {"detector.tyles.size": 960})

@@ -171,7 +171,7 @@ def test_f1_interval_refuses_what_it_cannot_compute():
 
 def test_a_box_on_the_plumes_core_lies_on_the_smoke_where_iou_says_it_missed():
     """Lookout labels take in the whole drifting plume; a detector often boxes its dense core. That
-    box points at the smoke, and a box twice the plume's size or beside it does not."""
+    box points at the smoke; a box beside it, or one around it four times its area, does not."""
     plume = Box(100, 50, 300, 150)  # a loose label, 200 x 100
     core = Box(120, 80, 180, 140)  # inside it, a tenth of its area: IoU 0.18
     beside = Box(280, 50, 380, 150)  # a fifth of it on the plume

@@ -115,11 +115,17 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         from training.datasets import RealSet
         from training.recipe import _detector_for
 
+        from pipeline.config import override_bundle_config
+        from service.cli import parse_sets
+
         if args.arch:
             raise ConfigError("--eval scores the --model bundle's own detector; --arch only chooses what to train")
+        overrides = parse_sets(args.set)
         bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
         if args.imgsz:
-            bundle.config = bundle.config.with_overrides({"detector.imgsz": args.imgsz})
+            overrides["detector.imgsz"] = args.imgsz
+        if overrides:  # for this evaluation only: the bundle on disk keeps its own settings
+            bundle.config = override_bundle_config(bundle.config, overrides)
         target = RealSet.parse(args.eval)
         from training.datasets import read_yolo_folder
 
@@ -127,9 +133,12 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         detector = _detector_for(bundle, args.device or "cpu")
         threshold = bundle.config.detector.conf if args.threshold is None else args.threshold
         scores = evaluate_detector(detector, images, threshold, progress=None if not args.quiet else False)
+        tiles = bundle.config.detector.tiles
         print(json.dumps({"data": str(target.path), "model": str(bundle.path), "imgsz": bundle.config.detector.imgsz,
-                          **scores.to_json()}, indent=2))
+                          "tiles": tiles.model_dump() if tiles else None, **scores.to_json()}, indent=2))
         return 0
+    if args.set:
+        raise ConfigError("--set changes how --eval runs the detector; to train with other settings, use --imgsz and --arch")
     if args.adopt:
         return _adopt_detector(args)
     if not args.data or not (args.out or args.pack):
@@ -362,6 +371,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="put the detector a --pack job trained (DIR: its detector.pt and result.json) into the --model bundle, "
                    "written to --out")
     p.add_argument("--device", help="device for --eval (default cpu)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="with --eval: run the detector with this config value changed, e.g. detector.tiles.size=320 "
+                   "(overlapping tiles) or detector.conf=0.1; repeatable; the bundle on disk is not changed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_detector)
 

@@ -64,3 +64,22 @@ def test_the_input_size_can_be_changed_for_the_evaluation_alone(keep_every_box, 
                               "--model", str(keep_every_box), "--arch", "yolov8s", "-q"],
                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert refused.returncode != 0 and "--arch only chooses what to train" in refused.stderr
+
+
+def test_the_detector_can_be_scored_on_overlapping_tiles(keep_every_box, make_yolo_folder, tmp_path):
+    """Lookout frames where smoke is a few dozen pixels: --set turns on tiles for the evaluation alone."""
+    folder = make_yolo_folder(tmp_path / "lookout", LABELS, size=(128, 96))
+    whole = run_eval(folder, "--model", keep_every_box, cwd=tmp_path)
+    assert whole["tiles"] is None
+    tiled = run_eval(folder, "--model", keep_every_box, "--set", "detector.tiles.size=64",
+                     "--set", "detector.tiles.overlap=16", cwd=tmp_path)
+    assert tiled["tiles"] == {"size": 64, "overlap": 16, "include_full_frame": True}
+    assert tiled["images"] == 5 and tiled["located"]["images_flagged"] == 5
+    assert ModelBundle.load(keep_every_box).config.detector.tiles is None
+
+    for args, message in ((["--eval", str(folder), "--set", "detector.tyles.size=64"], "unknown config section 'tyles'"),
+                          (["--data", str(folder), "--out", "x", "--set", "detector.conf=0.2"], "--set changes how --eval runs")):
+        refused = subprocess.run([sys.executable, "-m", "service.cli", "train", "detector", *args,
+                                  "--model", str(keep_every_box), "-q"],
+                                 capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr

@@ -113,10 +113,9 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     if args.eval:
         from training.detector import evaluate_detector
         from training.datasets import RealSet
-        from training.recipe import _detector_for
-
         from pipeline.config import override_bundle_config
         from service.cli import parse_sets
+        from training.recipe import _detector_for
 
         if args.arch:
             raise ConfigError("--eval scores the --model bundle's own detector; --arch only chooses what to train")

@@ -213,7 +213,9 @@ class LocatedScores:
     image is *flagged* when it has a box at or above the threshold and *located* when one of those
     lies on the smoke; precision is located / flagged (a flag on an image without smoke, or only off
     the smoke, is a false one), recall is located / images with smoke. Unlike the plain image-level
-    pair, this precision means something on a set where every image shows smoke."""
+    pair, this precision means something on a set where every image shows smoke. It does not charge
+    an image's extra boxes beside one on the smoke (more boxes make an image easier to locate):
+    `box_precision`, the share of boxes on the smoke, does."""
 
     flagged: int
     located: int

@@ -112,7 +112,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 
     if args.eval:
         from training.detector import evaluate_detector
-        from training.datasets import RealSet
+        from training.datasets import RealSet, read_yolo_folder
         from pipeline.config import override_bundle_config
         from service.cli import parse_sets
         from training.recipe import _detector_for
@@ -126,8 +126,6 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         if overrides:  # for this evaluation only: the bundle on disk keeps its own settings
             bundle.config = override_bundle_config(bundle.config, overrides)
         target = RealSet.parse(args.eval)
-        from training.datasets import read_yolo_folder
-
         images = read_yolo_folder(target.path, target.smoke_classes)
         detector = _detector_for(bundle, args.device or "cpu")
         threshold = bundle.config.detector.conf if args.threshold is None else args.threshold

@@ -27,9 +27,7 @@ from pipeline.yolo_env import prepare_ultralytics
 
 from .datasets import ManifestItem, RealSet, YoloImage, read_manifest, read_yolo_folder
 from .detector_job import best_epoch_metrics, ultralytics_train_args
-from .metrics import (
-    LOCATED_SHARE, BinaryScores, LocatedScores, average_precision, binary_scores, located_scores, match_boxes,
-)
+from .metrics import BinaryScores, LocatedScores, average_precision, binary_scores, located_scores, match_boxes
 from .splits import DETECTOR_VALIDATION_FRACTION, held_out, split_group
 
 
@@ -174,9 +172,9 @@ class DetectorScores:
     threshold: float
     image_level: BinaryScores
     map50: float
+    located: LocatedScores
     box_precision: float = 0.0  # boxes at or above the threshold that match a ground-truth box (IoU 0.5)
     box_recall: float = 0.0  # ground-truth boxes matched by a box at or above the threshold
-    located: LocatedScores | None = None
 
     def to_json(self) -> dict:
         return {
@@ -190,16 +188,7 @@ class DetectorScores:
             "box_precision": round(self.box_precision, 4),
             "box_recall": round(self.box_recall, 4),
             "counts": {k: getattr(self.image_level, k) for k in ("tp", "fp", "tn", "fn")},
-            **({"located": {
-                "rule": f"a box lies on the smoke when at least {LOCATED_SHARE:.0%} of its area is inside a smoke box",
-                "precision": round(self.located.precision, 4),  # located images / images with a box
-                "recall": round(self.located.recall, 4),  # located images / images with smoke
-                "box_precision": round(self.located.box_precision, 4),  # boxes on the smoke / boxes
-                "images_flagged": self.located.flagged,
-                "images_located": self.located.located,
-                "boxes": self.located.boxes,
-                "boxes_on_smoke": self.located.boxes_on_smoke,
-            }} if self.located is not None else {}),
+            "located": self.located.to_json(),
         }
 
 

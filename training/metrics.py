@@ -235,6 +235,18 @@ class LocatedScores:
     def box_precision(self) -> float:
         return _ratio(self.boxes_on_smoke, self.boxes)
 
+    def to_json(self) -> dict:
+        return {
+            "rule": f"a box lies on the smoke when at least {LOCATED_SHARE:.0%} of its area is inside a smoke box",
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "box_precision": round(self.box_precision, 4),
+            "images_flagged": self.flagged,
+            "images_located": self.located,
+            "boxes": self.boxes,
+            "boxes_on_smoke": self.boxes_on_smoke,
+        }
+
 
 def located_scores(
     predictions: Sequence[Sequence[tuple[Box, float]]],

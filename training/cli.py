@@ -123,8 +123,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.model) if args.model else ModelBundle.load(_default_model())
         if args.imgsz:
             overrides["detector.imgsz"] = args.imgsz
-        if overrides:  # for this evaluation only: the bundle on disk keeps its own settings
-            bundle.config = override_bundle_config(bundle.config, overrides)
+        bundle.config = override_bundle_config(bundle.config, overrides)  # this evaluation only; the bundle on disk is unchanged
         target = RealSet.parse(args.eval)
         images = read_yolo_folder(target.path, target.smoke_classes)
         detector = _detector_for(bundle, args.device or "cpu")

@@ -3,9 +3,10 @@
 #
 #   OUT=/tmp/gpu-bench bench/gpu_bench.sh
 #
-# 1. pytest -m gpu tests/pipeline/test_gpu.py: float32 on CUDA gives the CPU's answers, half
-#    precision runs, clips batched together give each clip's own answers, and ONNX Runtime gives
-#    PyTorch's answers on the GPU box;
+# 1. pytest -m gpu tests/pipeline/test_gpu.py tests/training/test_training.py: float32 on CUDA gives
+#    the CPU's answers, half precision runs, clips batched together give each clip's own answers,
+#    ONNX Runtime gives PyTorch's answers on the GPU box, and `train verifier --device cuda` trains
+#    there and writes a bundle the CPU runs;
 # 2. smokewatch bench --config all --device cuda: the paper configuration (YOLOv3 yolov3u.yaml at
 #    416, ResNet50 at 224, all six heads; random weights) and the shipped default bundle (or its
 #    architecture with random weights), on synthetic 1920x1080 H.264 clips, every frame processed,
@@ -19,6 +20,13 @@
 # packages smokewatch needs are missing there, wheels in $WHEELS (default .whl/ in the repository)
 # are installed with --no-index into a temporary folder; without them the script stops and names
 # what is missing. Missing onnx/onnxruntime only skips the ONNX parts, missing pytest the tests.
+#
+# Where it can run: a machine with smokewatch's dependencies, or one whose missing packages come as
+# wheels. This workplace's lent GPU machines (bare image: torch, torchvision, OpenCV, no PyAV,
+# pydantic or ultralytics) take 64 MiB a call, repository and wheels together; on 2026-12-05 the
+# tracked tree was 44 MiB (the default bundle with its ONNX exports) and PyAV's wheel alone 34 MiB,
+# so PyAV cannot travel there and the script stops, naming av as missing. bench/gpu_train_detector.sh
+# needs only ultralytics (1.4 MiB) beside its job, which must then stay under about 18 MiB.
 #
 # Knobs (environment): FRAMES (160 per clip), CLIPS (4 run at once), BATCH (16 frames per chunk
 # and clip), NAIVE_FRAMES (48), REPEATS (3), SIZE (1920x1080), DEVICE (cuda; `DEVICE=cpu FRAMES=4
@@ -80,9 +88,9 @@ fi
 status=0
 echo "== 1. GPU tests"
 if [ "$HAVE_PYTEST" = 1 ] && [[ $DEVICE == cuda* ]]; then
-  "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/pipeline/test_gpu.py --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log"
+  "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/pipeline/test_gpu.py tests/training/test_training.py --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log"
   tests=${PIPESTATUS[0]}
-  { echo; echo "## GPU tests (tests/pipeline/test_gpu.py): exit status $tests"; echo; tail -n 3 "$OUT/gpu_tests.log" | sed 's/^/    /'; } >> "$SUMMARY"
+  { echo; echo "## GPU tests (tests/pipeline/test_gpu.py, tests/training/test_training.py): exit status $tests"; echo; tail -n 3 "$OUT/gpu_tests.log" | sed 's/^/    /'; } >> "$SUMMARY"
   [ "$tests" = 0 ] || status=1
 else
   echo "(skipped: pytest missing or not a CUDA run)" | tee -a "$SUMMARY"

@@ -272,9 +272,11 @@ def train_backbone(backbone: nn.Module, dim: int, data: CropSet, options: Backbo
         _recalibrate_batch_norm(model, batch_tensor, calibration, options.batch_size)
         scores = _validate(model, batch_tensor, val_idx, data.labels, options.batch_size)
         history.append({"epoch": epoch + 1, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}})
-    backbone.eval()
+    # back where the bundle keeps its networks, as fit_head leaves a head: later stages copy it onto their own device
+    backbone.to("cpu").to(memory_format=torch.contiguous_format).eval()
     return {
         "epochs": options.epochs,
+        "device": str(device),
         "crops": {"train": int(len(train_idx)), "val": int(len(val_idx)), **data.counts},
         "history": history,
         "val": history[-1] if history else {},

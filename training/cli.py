@@ -97,6 +97,18 @@ def _split_data(values: list[str]):
     return manifests, real
 
 
+def _training_device(name: str | None) -> str:
+    """--device of a training command, checked before any work: "cpu", or "cuda"/"cuda:N" when
+    that GPU is here (auto picks it). Resolved, so the bundle's record says where it trained."""
+    from pipeline.models import resolve_device
+
+    return str(resolve_device(name))
+
+
+def _add_device_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--device", metavar="D", help=f"auto, cpu, cuda or cuda:N for {what} (default auto: a CUDA GPU when there is one)")
+
+
 def _parse_heads(text: str) -> list[str]:
     from pipeline.config import HEAD_NAMES
 
@@ -126,7 +138,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         bundle.config = override_bundle_config(bundle.config, overrides)  # this evaluation only; the bundle on disk is unchanged
         target = RealSet.parse(args.eval)
         images = read_yolo_folder(target.path, target.smoke_classes)
-        detector = _detector_for(bundle, args.device or "cpu")
+        detector = _detector_for(bundle, _training_device(args.device))
         threshold = bundle.config.detector.conf if args.threshold is None else args.threshold
         scores = evaluate_detector(detector, images, threshold, progress=None if not args.quiet else False)
         tiles = bundle.config.detector.tiles
@@ -145,6 +157,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         raise ConfigError("--finetune continues from a bundle's detector: name it with --model BUNDLE")
     if args.finetune and args.arch:
         raise ConfigError("--finetune keeps the bundle's detector architecture; drop --arch, or train from scratch without --finetune")
+    device = _training_device(args.device)
     bundle = _load_or_create(args.model)
     overrides = {k: v for k, v in {"detector.arch": args.arch, "detector.imgsz": args.imgsz}.items() if v}
     if overrides:
@@ -165,7 +178,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         return 0
     record = train_detector_stage(bundle, manifests, real, work, args.epochs, args.hours, args.seed,
                                   frames_per_clip=args.frames_per_clip, max_real=args.max_real,
-                                  progress=None if not args.quiet else False, finetune=args.finetune)
+                                  progress=None if not args.quiet else False, finetune=args.finetune, device=device)
     bundle.save(args.out)
     print(json.dumps({"bundle": str(args.out), "detector_finetune" if args.finetune else "detector": record}, indent=2, default=str))
     return 0
@@ -204,7 +217,7 @@ def _eval_regions(args: argparse.Namespace) -> int:
         raise ConfigError(f"--eval needs a YOLO image folder (images/ and labels/): {target.path} has no images/")
     model = Path(args.model) if args.model else _default_model()
     heads = None if args.heads == "all" else _parse_heads(args.heads)
-    engine = Engine.from_path(model, device=args.device or "cpu", heads=heads)
+    engine = Engine.from_path(model, device=_training_device(args.device), heads=heads)
     images = read_yolo_folder(target.path, target.smoke_classes)
     scores = score_regions(engine, images, args.threshold, seed=args.seed, progress=None if not args.quiet else False)
     print(json.dumps({"data": str(target.path), "model": str(model), "deciding_head": engine.primary,
@@ -223,6 +236,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     if not args.data or not args.out:
         raise ConfigError("train verifier needs --data DIR (one or more) and --out BUNDLE_DIR (or --eval DIR)")
     heads = _parse_heads(args.heads)
+    device = _training_device(args.device)
     manifests, real = _split_data(args.data)
     if not manifests:
         raise ConfigError("train verifier needs at least one manifest folder in --data (clips with smoke and without)")
@@ -247,10 +261,11 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
             out["heads_dropped"] = dropped  # trained on the other input; retrain them with --heads to keep them
     split = detector_split(bundle.metadata.provenance, args.seed) if args.shared_validation else None
     if args.backbone_epochs > 0:
-        options = BackboneOptions(epochs=args.backbone_epochs, seed=args.seed, split=split)
+        options = BackboneOptions(epochs=args.backbone_epochs, seed=args.seed, split=split, device=device)
         out["extractor"] = train_backbone_stage(bundle, manifests, real, options, progress)
     cache = Path(args.cache) if args.cache else Path(args.out).with_name(Path(args.out).name + "-work") / "window-cache"
-    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache, split=split, still_regions=args.still_regions)
+    options = HeadTrainingOptions(epochs=args.epochs, seed=args.seed, cache_dir=cache, split=split, still_regions=args.still_regions,
+                                  device=device)
     record = train_verifier_stage(bundle, manifests, heads, options, progress)
     bundle.save(args.out)
     out["verifier"] = {name: {k: r[k] for k in ("val", "best_epoch", "parameters")} for name, r in record["heads"].items()}
@@ -366,7 +381,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adopt", metavar="DIR",
                    help="put the detector a --pack job trained (DIR: its detector.pt and result.json) into the --model bundle, "
                    "written to --out")
-    p.add_argument("--device", help="device for --eval (default cpu)")
+    _add_device_argument(p, "training (ultralytics takes the GPU's index) and --eval")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="with --eval: run the detector with this config value changed, e.g. detector.tiles.size=320 "
                    "(overlapping tiles) or detector.conf=0.1; repeatable; the bundle on disk is not changed")
@@ -398,7 +413,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", metavar="DIR", help="instead of training, score the --model bundle's heads (default: the shipped "
                    "bundle) on still regions of a YOLO image folder: its smoke boxes against background (DIR:1 = class 1 is smoke)")
     p.add_argument("--threshold", type=probability, help="probability a region must reach with --eval (default: the bundle's decision threshold)")
-    p.add_argument("--device", help="device for --eval (default cpu)")
+    _add_device_argument(p, "the backbone, the window features, the heads and --eval")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_verifier)
 
@@ -500,6 +515,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-clips", type=positive_int, default=300, help="clips the head and decision rule are picked on (default 300)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--force", action="store_true", help="retrain every stage and replace the bundle even if it scores lower")
+    _add_device_argument(p, "every stage: training, window features, traces and scores")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_default, default_real=str(shared / "train-real" / "fire-and-smoke-ccby") + ":1",
                    default_validate=[str(shared / "real-sample"), str(shared / "val-real" / "hpwren-smoke-aifm")])
@@ -531,6 +547,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         detector_from=Path(args.detector_from) if args.detector_from else None,
         validation=[Path(v) for v in (args.validate or [d for d in args.default_validate if Path(d).is_dir()])], force=args.force,
         backbone=args.backbone, crop_size=args.crop_size, member_crop_size=args.member_crop_size,
+        device=_training_device(args.device),
     )
     recipe.config()  # a crop side out of range is said now, not after the synthetic clips are written
     command = shlex.join(["smokewatch", *args.argv]) if getattr(args, "argv", None) else "smokewatch train default"

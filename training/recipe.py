@@ -58,6 +58,12 @@ def _detector_for(bundle: ModelBundle, device: str) -> Detector:
     return Detector(network, bundle.config.detector, smoke_class_index(bundle.detector_names, bundle.config.detector.smoke_class), target)
 
 
+def _ultralytics_device(device: str) -> str:
+    """ultralytics names GPUs by index ("0"), where torch and our options say "cuda:0" or "auto"."""
+    target = resolve_device(device)
+    return "cpu" if target.type == "cpu" else str(target.index or 0)
+
+
 def train_detector_stage(
     bundle: ModelBundle,
     synth_dirs: list[Path],
@@ -71,6 +77,7 @@ def train_detector_stage(
     batch: int = 16,
     progress: bool | None = None,
     finetune: bool = False,
+    device: str = "cpu",
 ) -> dict:
     """Train the bundle's detector: from its architecture, or with `finetune` onward from the
     weights it holds (hours of CPU training are not thrown away when new footage arrives)."""
@@ -85,7 +92,8 @@ def train_detector_stage(
         save_start_checkpoint(bundle.detector, bundle.detector_names, start_weights)
     start = time.perf_counter()
     result = train_detector(dataset, cfg.arch, cfg.imgsz, epochs, work / "runs", hours=hours, batch=batch, seed=seed,
-                            resume_from=start_weights, warmup_epochs=1.0 if finetune else 3.0)
+                            device=_ultralytics_device(device), resume_from=start_weights,
+                            warmup_epochs=1.0 if finetune else 3.0)
     bundle.detector, bundle.detector_names = result.network, {0: "smoke"}
     record = {
         "started_from": "the bundle's detector weights" if finetune else "random initialisation",
@@ -98,6 +106,7 @@ def train_detector_stage(
         "split": "synthetic by clip, real by groups.csv source group (stills each their own group)",
         "ultralytics_val_best": result.metrics,
         "seconds": round(time.perf_counter() - start, 1),
+        "device": str(resolve_device(device)),
     }
     earlier = bundle.metadata.provenance.get("detector_finetune")
     if finetune and earlier is not None:  # fine-tuned once before: that record says where these weights came from
@@ -388,6 +397,10 @@ class DefaultRecipe:
     # trained like the first with six heads of its own, joined as ensemble member c<side>, which
     # the track scorer then reads beside the main heads (the shipped bundle's c64).
     member_crop_size: int | None = 64
+    # where every stage trains and scores: "auto" takes a CUDA GPU when there is one. The shipped
+    # bundle was trained on a CPU; the device changes how fast, not what is trained or on which clips,
+    # so a finished stage is reused whichever device made it.
+    device: str = "auto"
 
     def config(self) -> PipelineConfig:
         """default_config() with this recipe's backbone and crop side: what every stage builds."""
@@ -567,7 +580,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
     if bundle is None:
         bundle = ModelBundle.create(config, heads=list(HEAD_NAMES), name="smokewatch-default")
         train_detector_stage(bundle, [train_dir], recipe.real, work / "det-work", recipe.detector_epochs, recipe.detector_hours,
-                             recipe.seed, frames_per_clip=recipe.frames_per_clip, max_real=recipe.max_real, progress=progress)
+                             recipe.seed, frames_per_clip=recipe.frames_per_clip, max_real=recipe.max_real, progress=progress,
+                             device=recipe.device)
         bundle.metadata.provenance["detector"]["inputs"] = inputs
         bundle = _saved(bundle, det_path)
 
@@ -586,7 +600,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
         else:
             train_detector_stage(bundle, [train_dir, lookout_dir], recipe.real, work / "det-ft-work", recipe.finetune_epochs,
                                  recipe.finetune_hours, recipe.seed, frames_per_clip=recipe.frames_per_clip,
-                                 max_real=recipe.max_real, progress=progress, finetune=True)
+                                 max_real=recipe.max_real, progress=progress, finetune=True, device=recipe.device)
             bundle.metadata.provenance["detector_finetune"].update({"inputs": wanted["inputs"], "base": wanted["base"]})
             bundle = _saved(bundle, ft_path)
         learn_from.append(lookout_dir)
@@ -599,7 +613,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
     backbone_options = BackboneOptions(epochs=recipe.backbone_epochs, seed=recipe.seed, positive_jitter=recipe.positive_jitter,
                                        small_jitter=recipe.small_positive_jitter, detector_positives=recipe.detector_positives,
                                        real_detector_negatives=recipe.real_detector_negatives,
-                                       frames_per_clip=recipe.backbone_frames, weather=recipe.backbone_weather, split=split)
+                                       frames_per_clip=recipe.backbone_frames, weather=recipe.backbone_weather, split=split,
+                                       device=recipe.device)
     backbone_wanted = {"backbone": extractor.backbone, "input_size": extractor.input_size, "epochs": recipe.backbone_epochs,
                        "seed": recipe.seed, "inputs": inputs, "positives": _positives(backbone_options),
                        "crop_frames": _crop_frames(backbone_options), "augment": _augment(backbone_options),
@@ -610,7 +625,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
     # a resumed stage brings the config it was saved with
     bundle.config = config.with_overrides({"extractor.change_cues": recipe.change_cues})
     options = HeadTrainingOptions(epochs=recipe.head_epochs, seed=recipe.seed, cache_dir=work / "window-cache", split=split,
-                                  still_regions=recipe.still_regions)
+                                  still_regions=recipe.still_regions, device=recipe.device)
     head_data = list(learn_from)
     if recipe.head_clips:
         head_data.append(_synth(work / "synth-heads", recipe.head_clips, recipe.head_seed, progress))
@@ -634,7 +649,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
     tune_dir = _synth(work / "synth-tune", recipe.tune_clips, recipe.tune_seed, progress)
     _log(f"decision: tuning on {recipe.tune_clips} clips (seed {recipe.tune_seed})")
     measured = bundle.config.with_overrides({"flow.enabled": recipe.track_scorer and recipe.scorer_flow})
-    traces = run_items(Engine(bundle, heads=[*HEAD_NAMES, *member_heads], config=measured), read_items(tune_dir), progress=progress)
+    traces = run_items(Engine(bundle, device=recipe.device, heads=[*HEAD_NAMES, *member_heads], config=measured),
+                       read_items(tune_dir), progress=progress)
     head, decision, tune_scores = tune_decision(traces, list(HEAD_NAMES), bundle.config)
     bundle.config = bundle.config.with_overrides({"verifier.head": head, **{f"decision.{k}": v for k, v in decision.items()}})
     bundle.metadata.provenance["decision"] = {"tuned_on": str(tune_dir), "seed": recipe.tune_seed, "clips": recipe.tune_clips,
@@ -655,19 +671,19 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
 
     test_dir = _synth(work / "synth-test", recipe.test_clips, recipe.test_seed, progress)
     _log(f"scores: {recipe.test_clips} held-out clips (seed {recipe.test_seed}) and {len(recipe.validation or [])} real validation folders")
-    metrics = {"synthetic_test": score_bundle(bundle, test_dir, list(HEAD_NAMES), progress)}
+    metrics = {"synthetic_test": score_bundle(bundle, test_dir, list(HEAD_NAMES), progress, recipe.device)}
     for folder in recipe.validation or []:
         folder = Path(folder)
         if (folder / "manifest.csv").is_file():
-            metrics[f"real:{folder.name}"] = score_bundle(bundle, folder, [head], progress)
+            metrics[f"real:{folder.name}"] = score_bundle(bundle, folder, [head], progress, recipe.device)
         elif (folder / "images").is_dir():
-            detector = _detector_for(bundle, "cpu")
+            detector = _detector_for(bundle, recipe.device)
             images = read_yolo_folder(folder)
             metrics[f"detector:{folder.name}"] = {
                 f"conf_{t}": evaluate_detector(detector, images, t, progress=progress).to_json()
                 for t in sorted({bundle.config.detector.conf, 0.1, 0.25})  # the operating threshold and two stricter ones
             }
-            metrics[f"regions:{folder.name}"] = _region_scores(bundle, folder, list(HEAD_NAMES), progress)
+            metrics[f"regions:{folder.name}"] = _region_scores(bundle, folder, list(HEAD_NAMES), progress, recipe.device)
     bundle.metadata.metrics = metrics
     bundle.metadata.name = "smokewatch-default"
     bundle.metadata.description = (
@@ -698,7 +714,7 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
         old_bundle = ModelBundle.load(recipe.out)
         old_head = old_bundle.config.verifier.head
         _log(f"scores: the existing bundle on the same {recipe.test_clips} held-out clips and real validation clips")
-        old_test = score_bundle(old_bundle, test_dir, [old_head], progress)
+        old_test = score_bundle(old_bundle, test_dir, [old_head], progress, recipe.device)
         old_f1 = old_test["item_level"][_label(deciding_row(old_bundle.config))]["f1"]
         try:  # a figure beside the verdict: it must never cost the hours of training above
             difference = held_out_difference(metrics["synthetic_test"], old_test)
@@ -708,7 +724,8 @@ def train_default(recipe: DefaultRecipe, progress: bool | None = None, command: 
         _log(f"held-out F1 {new_f1:.4f} against {old_f1:.4f} for the existing bundle; new minus existing, "
              f"95 % interval over the clips: {spread}")
         real = [k.removeprefix("real:") for k in metrics if k.startswith("real:")]
-        old_real = {name: real_items_right(score_bundle(old_bundle, Path(metrics[f"real:{name}"]["data"]), [old_head], progress))
+        old_real = {name: real_items_right(score_bundle(old_bundle, Path(metrics[f"real:{name}"]["data"]), [old_head], progress,
+                                                        recipe.device))
                     for name in real}
         new_real = {name: real_items_right(metrics[f"real:{name}"]) for name in real}
         new_tnr = metrics["synthetic_test"]["item_level"][_label(deciding_row(bundle.config))]["tnr"]
@@ -773,14 +790,14 @@ def keep_reason(new_f1: float, old_f1: float, new_real: dict[str, int], old_real
     return None
 
 
-def _region_scores(bundle: ModelBundle, folder: Path, heads: list[str], progress: bool | None) -> dict:
+def _region_scores(bundle: ModelBundle, folder: Path, heads: list[str], progress: bool | None, device: str = "cpu") -> dict:
     """The heads on still real regions of a YOLO image folder (training.regions)."""
     from pipeline.engine import Engine
 
     from .datasets import read_yolo_folder
     from .regions import score_regions
 
-    scores = score_regions(Engine(bundle, device="cpu", heads=heads), read_yolo_folder(folder), progress=progress)
+    scores = score_regions(Engine(bundle, device=device, heads=heads), read_yolo_folder(folder), progress=progress)
     return {"data": str(folder), "heads": {name: s.to_json() for name, s in scores.items()}}
 
 

@@ -399,6 +399,9 @@ def test_detector_fine_tuning_starts_from_the_bundle_weights(synth_dir, tmp_path
         (["train", "default", "--detector-from", "nowhere", "--work", "w", "--out", "o"],
          "model bundle folder not found: nowhere"),
         (["synth", "o", "--style", "drone"], "invalid choice: 'drone' (choose from 'classic', 'lookout')"),
+        (["train", "verifier", "--data", "d", "--out", "o", "--device", "tpu"], "unknown device 'tpu'"),
+        (["train", "default", "--work", "w", "--out", "o", "--device", "tpu"], "unknown device 'tpu'"),
+        (["train", "detector", "--data", "d", "--out", "o", "--device", "gpu0"], "unknown device 'gpu0'"),
     ],
 )
 def test_training_commands_refuse_what_they_cannot_do_before_any_work(args, complaint, tmp_path):
@@ -471,8 +474,40 @@ def test_train_verifier_still_regions_records_them(synth_dir, tmp_path, capsys):
     json.loads(capsys.readouterr().out)
     record = ModelBundle.load(tmp_path / "out").metadata.provenance["verifier"]
     assert record["options"]["still_regions"] == 3
+    assert record["options"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu"), "auto, resolved before it is recorded"
     windows = record["heads"]["gru"]["windows"]
     assert windows["train"]["still_windows"] + windows["val"]["still_windows"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA GPU is")
+def test_training_on_a_gpu_that_is_not_here_is_refused_before_any_work(tmp_path):
+    """Hours of `train default` must not start on the CPU, or stop after the synthetic clips are
+    written, because the GPU asked for is not there."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "service.cli", "train", "default", "--work", "w", "--out", "o", "--device", "cuda"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2 and "no CUDA GPU is available here" in run.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_verifier_on_a_gpu_trains_there_and_writes_a_bundle_the_cpu_runs(synth_dir, tmp_path, capsys):
+    from service.cli import main
+
+    torch.manual_seed(0)
+    ModelBundle.create(PipelineConfig().with_overrides(TINY), heads=["gru"], name="start").save(tmp_path / "start")
+    assert main(["train", "verifier", "--model", str(tmp_path / "start"), "--data", str(synth_dir), "--heads", "gru",
+                 "--backbone-epochs", "1", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--device", "cuda",
+                 "--out", str(tmp_path / "out"), "-q"]) == 0
+    json.loads(capsys.readouterr().out)
+    bundle = ModelBundle.load(tmp_path / "out")
+    assert bundle.metadata.provenance["extractor"]["device"].startswith("cuda")
+    assert bundle.metadata.provenance["verifier"]["options"]["device"].startswith("cuda")
+    clip = next(i.path for i in read_manifest(synth_dir) if i.is_smoke)
+    assert Engine(bundle, device="cpu").detect(clip, progress=False).frames_processed == 10
 
 
 def test_train_default_cli_defaults_are_the_recipe_the_shipped_bundle_was_built_with():

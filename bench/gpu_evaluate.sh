@@ -22,6 +22,13 @@
 # (table.md, table.csv, results.json, plots). The synthetic clips are left out of the archive:
 # `smokewatch synth` makes the same clips again from the seed.
 #
+# Where it can run: a machine with smokewatch's dependencies, or one whose missing packages come as
+# wheels. This workplace's lent GPU machines (bare image: torch, torchvision, OpenCV, no PyAV,
+# pydantic or ultralytics) take 64 MiB a call, repository and wheels together; on 2026-12-05 the
+# tracked tree was 44 MiB (the default bundle with its ONNX exports) and PyAV's wheel alone 34 MiB,
+# so PyAV cannot travel there and the script stops, naming av as missing. bench/gpu_train_detector.sh
+# needs only ultralytics (1.4 MiB) beside its job, which must then stay under about 18 MiB.
+#
 # Knobs (environment): SYNTH_CLIPS (32), SYNTH_SEED (424242: keep it out of training seeds),
 # SYNTH_FRAMES (48), SYNTH_WORKERS (8), EVAL_ARGS (extra `smokewatch evaluate` arguments),
 # DEVICE (cuda; `DEVICE=cpu MODEL=tiny_bundle SYNTH_CLIPS=2` rehearses the script without a GPU).

@@ -12,6 +12,11 @@
 # its wheels in $WHEELS (default .whl/: ultralytics and ultralytics-thop, see pyproject.toml for the
 # version) are installed with --no-index into a temporary folder. Writes under $OUT: detector.pt,
 # best.pt, results.csv, result.json (what --adopt reads) and train.log.
+#
+# On this workplace's lent GPU machines a call carries 64 MiB, repository, wheels and job together:
+# on 2026-12-05 the tracked tree was 44 MiB and the ultralytics wheels 1.4 MiB, so the job must stay
+# under about 18 MiB (the 2026-12-04 job, 29 MB, travelled when the tree was smaller); pack fewer
+# frames or real images (--frames-per-clip, --max-real) until it does.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

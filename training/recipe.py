@@ -398,8 +398,9 @@ class DefaultRecipe:
     # the track scorer then reads beside the main heads (the shipped bundle's c64).
     member_crop_size: int | None = 64
     # where every stage trains and scores: "auto" takes a CUDA GPU when there is one. The shipped
-    # bundle was trained on a CPU; the device changes how fast, not what is trained or on which clips,
-    # so a finished stage is reused whichever device made it.
+    # bundle's backbones and heads were trained on a CPU (its detector on a GPU, by a --pack job); the
+    # device changes how fast, not what is trained or on which clips, so a finished stage is reused
+    # whichever device made it.
     device: str = "auto"
 
     def config(self) -> PipelineConfig:

@@ -157,6 +157,9 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         raise ConfigError("--finetune continues from a bundle's detector: name it with --model BUNDLE")
     if args.finetune and args.arch:
         raise ConfigError("--finetune keeps the bundle's detector architecture; drop --arch, or train from scratch without --finetune")
+    if args.pack and args.device:
+        raise ConfigError("--pack writes a job that trains on another machine; give the device there: "
+                          "python -m training.detector_job run JOB OUT --device 0")
     device = _training_device(args.device)
     bundle = _load_or_create(args.model)
     overrides = {k: v for k, v in {"detector.arch": args.arch, "detector.imgsz": args.imgsz}.items() if v}

@@ -402,6 +402,7 @@ def test_detector_fine_tuning_starts_from_the_bundle_weights(synth_dir, tmp_path
         (["train", "verifier", "--data", "d", "--out", "o", "--device", "tpu"], "unknown device 'tpu'"),
         (["train", "default", "--work", "w", "--out", "o", "--device", "tpu"], "unknown device 'tpu'"),
         (["train", "detector", "--data", "d", "--out", "o", "--device", "gpu0"], "unknown device 'gpu0'"),
+        (["train", "detector", "--data", "d", "--pack", "job.tgz", "--device", "cpu"], "give the device there"),
     ],
 )
 def test_training_commands_refuse_what_they_cannot_do_before_any_work(args, complaint, tmp_path):

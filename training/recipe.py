@@ -58,12 +58,6 @@ def _detector_for(bundle: ModelBundle, device: str) -> Detector:
     return Detector(network, bundle.config.detector, smoke_class_index(bundle.detector_names, bundle.config.detector.smoke_class), target)
 
 
-def _ultralytics_device(device: str) -> str:
-    """ultralytics names GPUs by index ("0"), where torch and our options say "cuda:0" or "auto"."""
-    target = resolve_device(device)
-    return "cpu" if target.type == "cpu" else str(target.index or 0)
-
-
 def train_detector_stage(
     bundle: ModelBundle,
     synth_dirs: list[Path],
@@ -82,6 +76,7 @@ def train_detector_stage(
     """Train the bundle's detector: from its architecture, or with `finetune` onward from the
     weights it holds (hours of CPU training are not thrown away when new footage arrives)."""
     cfg = bundle.config.detector
+    target = resolve_device(device)
     dataset = build_detector_dataset(
         work / "detector-data", synth_dirs, real_sets,
         frames_per_clip=frames_per_clip, max_real=max_real, seed=seed, progress=progress,
@@ -92,8 +87,8 @@ def train_detector_stage(
         save_start_checkpoint(bundle.detector, bundle.detector_names, start_weights)
     start = time.perf_counter()
     result = train_detector(dataset, cfg.arch, cfg.imgsz, epochs, work / "runs", hours=hours, batch=batch, seed=seed,
-                            device=_ultralytics_device(device), resume_from=start_weights,
-                            warmup_epochs=1.0 if finetune else 3.0)
+                            device="cpu" if target.type == "cpu" else str(target.index or 0),  # ultralytics names GPUs by index
+                            resume_from=start_weights, warmup_epochs=1.0 if finetune else 3.0)
     bundle.detector, bundle.detector_names = result.network, {0: "smoke"}
     record = {
         "started_from": "the bundle's detector weights" if finetune else "random initialisation",
@@ -106,7 +101,7 @@ def train_detector_stage(
         "split": "synthetic by clip, real by groups.csv source group (stills each their own group)",
         "ultralytics_val_best": result.metrics,
         "seconds": round(time.perf_counter() - start, 1),
-        "device": str(resolve_device(device)),
+        "device": str(target),
     }
     earlier = bundle.metadata.provenance.get("detector_finetune")
     if finetune and earlier is not None:  # fine-tuned once before: that record says where these weights came from
